@@ -1,0 +1,312 @@
+"""QuantConfig: one point of the search space, frozen, validated and canonical.
+
+Canonical means that two configs that produce the same quantized model compare equal: values
+a mode ignores are reset (dynamic quantization has no calibration and always quantizes
+activations to uint8) and operators that the mode has no quantized kernel for are dropped.
+Equal configs share one `key`, so a search never evaluates the same model twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from search.errors import ConfigError
+
+MODES = ("dynamic", "static")
+FORMATS = ("QOperator", "QDQ")
+DTYPES = ("uint8", "int8")
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
+GRAPH_OPTIMIZATION_LEVELS = ("all", "extended", "basic", "disabled")
+# onnxruntime graph transformers a search may switch off when the quantized model is run.
+# Names as onnxruntime registers them (`optimization.disable_specified_optimizers`).
+KNOWN_FUSIONS = (
+    "SkipLayerNormFusion",
+    "LayerNormFusion",
+    "SimplifiedLayerNormFusion",
+    "GeluFusion",
+    "BiasGeluFusion",
+    "FastGeluFusion",
+    "AttentionFusion",
+    "EmbedLayerNormFusion",
+    "BiasSoftmaxFusion",
+    "MatMulAddFusion",
+    "MatMulScaleFusion",
+    "GemmActivationFusion",
+    "QDQSelectorActionTransformer",
+    "QDQS8ToU8Transformer",
+)
+
+
+def _registry(name: str) -> frozenset[str]:
+    from onnxruntime.quantization import registry
+
+    return frozenset(getattr(registry, name))
+
+
+def quantizable_operators(mode: str, format: str = "QOperator") -> frozenset[str]:
+    """Operator types that have a quantized kernel in `mode` (and `format` for static mode).
+
+    Taken from onnxruntime's own registries, so it follows the installed onnxruntime. Asking a
+    mode to quantize anything else changes nothing in the model (seed 004's beam spent most of its
+    365 trials re-timing such identical graphs).
+    """
+    if mode == "dynamic":
+        return _registry("IntegerOpsRegistry")
+    if format == "QDQ":
+        return _registry("QDQRegistry") | _registry("QLinearOpsRegistry")
+    return _registry("QLinearOpsRegistry")
+
+
+def all_quantizable_operators() -> frozenset[str]:
+    """Every operator type any mode can quantize: what a space may name at all."""
+    return quantizable_operators("dynamic") | quantizable_operators("static", "QDQ")
+
+
+def _choice(name: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        allowed_text = ", ".join(repr(a) for a in allowed)
+        raise ConfigError(f"`{name}` must be one of {allowed_text}, but got {value!r}")
+
+
+def _bool(name: str, value: Any) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"`{name}` must be true or false, but got {value!r}")
+
+
+@dataclass(frozen=True)
+class QuantConfig:
+    """A post-training quantization configuration plus the session options that run it."""
+
+    mode: str = "dynamic"
+    format: str = "QOperator"
+    operators: tuple[str, ...] = ("MatMul",)
+    per_channel: bool = False
+    reduce_range: bool = False
+    activations_dtype: str = "uint8"
+    weights_dtype: str = "int8"
+    activations_symmetric: bool = False
+    weights_symmetric: bool = True
+    calibration: str | None = None
+    percentile: float | None = None
+    excluded_nodes: tuple[str, ...] = ()
+    graph_optimization: str = "all"
+    disabled_fusions: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        _choice("mode", self.mode, MODES)
+        _choice("format", self.format, FORMATS)
+        _choice("activations_dtype", self.activations_dtype, DTYPES)
+        _choice("weights_dtype", self.weights_dtype, DTYPES)
+        _choice("graph_optimization", self.graph_optimization, GRAPH_OPTIMIZATION_LEVELS)
+        for name in ("per_channel", "reduce_range", "activations_symmetric", "weights_symmetric"):
+            _bool(name, getattr(self, name))
+        for fusion in self.disabled_fusions:
+            _choice("disabled_fusions", fusion, KNOWN_FUSIONS)
+        set_ = object.__setattr__
+        if self.mode == "dynamic":
+            # onnxruntime's dynamic quantization has one form: QOperator with uint8 activations
+            # quantized per batch, so these values cannot change the model.
+            set_(self, "format", "QOperator")
+            set_(self, "activations_dtype", "uint8")
+            set_(self, "activations_symmetric", False)
+            set_(self, "calibration", None)
+        else:
+            if self.calibration is None:
+                set_(self, "calibration", "minmax")
+            _choice("calibration", self.calibration, CALIBRATION_METHODS)
+        if self.calibration == "percentile":
+            if self.percentile is None:
+                set_(self, "percentile", 99.999)
+            if not isinstance(self.percentile, int | float) or not 90.0 < self.percentile < 100.0:
+                raise ConfigError(
+                    f"`percentile` must be a number between 90 and 100 (exclusive), "
+                    f"but got {self.percentile!r}"
+                )
+            set_(self, "percentile", float(self.percentile))
+        else:
+            set_(self, "percentile", None)
+        usable = quantizable_operators(self.mode, self.format)
+        unknown = sorted(set(self.operators) - all_quantizable_operators())
+        if unknown:
+            raise ConfigError(
+                f"`operators` must be quantizable operator types "
+                f"({', '.join(sorted(all_quantizable_operators()))}), but got {unknown}"
+            )
+        operators = tuple(sorted(set(self.operators) & usable))
+        if not operators:
+            raise ConfigError(
+                f"`operators` must include at least one operator that {self.mode} "
+                f"{'' if self.mode == 'dynamic' else self.format + ' '}quantization can quantize "
+                f"({', '.join(sorted(usable))}), but got {list(self.operators)}"
+            )
+        set_(self, "operators", operators)
+        set_(self, "excluded_nodes", tuple(sorted(set(self.excluded_nodes))))
+        set_(self, "disabled_fusions", tuple(sorted(set(self.disabled_fusions))))
+
+    # --- identity -------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        for name in ("operators", "excluded_nodes", "disabled_fusions"):
+            data[name] = list(data[name])
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> QuantConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(
+                f"config keys must be among {', '.join(sorted(known))}, but got {unknown}"
+            )
+        values = dict(data)
+        for name in ("operators", "excluded_nodes", "disabled_fusions"):
+            if name in values:
+                values[name] = tuple(values[name])
+        return cls(**values)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @property
+    def key(self) -> str:
+        """Content hash of the canonical config: equal keys mean the same model and options."""
+        return hashlib.sha1(self.to_json().encode()).hexdigest()[:16]
+
+    @property
+    def quantization_key(self) -> str:
+        """Hash of what changes the quantized file (session options excluded)."""
+        data = self.to_dict()
+        data.pop("graph_optimization")
+        data.pop("disabled_fusions")
+        return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+    def replace(self, **changes: Any) -> QuantConfig:
+        return QuantConfig.from_dict({**self.to_dict(), **changes})
+
+    # --- words ----------------------------------------------------------------------------
+
+    def describe(self) -> str:
+        """The config in words, as a person would say it in a report."""
+        a = "S8" if self.activations_dtype == "int8" else "U8"
+        w = "S8" if self.weights_dtype == "int8" else "U8"
+        parts = [self.mode]
+        if self.mode == "static":
+            parts.append(self.format)
+        parts.append(f"{a}{w}")
+        parts.append("per-channel" if self.per_channel else "per-tensor")
+        if self.reduce_range:
+            parts.append("reduce-range")
+        if self.mode == "static":
+            sym = "sym" if self.activations_symmetric else "asym"
+            parts.append(f"act-{sym}")
+        parts.append("w-sym" if self.weights_symmetric else "w-asym")
+        if self.calibration == "percentile":
+            parts.append(f"percentile {self.percentile:g}")
+        elif self.calibration:
+            parts.append(self.calibration)
+        text = " ".join(parts) + "; ops " + "+".join(self.operators)
+        if self.excluded_nodes:
+            text += f"; {len(self.excluded_nodes)} nodes kept fp32"
+        if self.graph_optimization != "all":
+            text += f"; graph opt {self.graph_optimization}"
+        if self.disabled_fusions:
+            text += "; no " + ", ".join(self.disabled_fusions)
+        return text
+
+    # --- libraries ------------------------------------------------------------------------
+
+    def to_optimum(self):  # -> optimum.onnxruntime.configuration.QuantizationConfig
+        """Optimum's QuantizationConfig for this config: `ORTQuantizer.quantize` reproduces it."""
+        from onnxruntime.quantization import QuantFormat, QuantizationMode, QuantType
+        from optimum.onnxruntime.configuration import QuantizationConfig
+
+        dtype = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
+        return QuantizationConfig(
+            is_static=self.mode == "static",
+            format=QuantFormat.QDQ if self.format == "QDQ" else QuantFormat.QOperator,
+            mode=QuantizationMode.QLinearOps
+            if self.mode == "static"
+            else QuantizationMode.IntegerOps,
+            activations_dtype=dtype[self.activations_dtype],
+            activations_symmetric=self.activations_symmetric,
+            weights_dtype=dtype[self.weights_dtype],
+            weights_symmetric=self.weights_symmetric,
+            per_channel=self.per_channel,
+            reduce_range=self.reduce_range,
+            nodes_to_exclude=list(self.excluded_nodes),
+            operators_to_quantize=list(self.operators),
+        )
+
+    @classmethod
+    def from_optimum(cls, qconfig, **session: Any) -> QuantConfig:
+        """The inverse of `to_optimum` (session options come separately: Optimum has none)."""
+        from onnxruntime.quantization import QuantFormat, QuantType
+
+        def dtype(q: Any) -> str:
+            return "int8" if q == QuantType.QInt8 else "uint8"
+
+        return cls(
+            mode="static" if qconfig.is_static else "dynamic",
+            format="QDQ" if qconfig.format == QuantFormat.QDQ else "QOperator",
+            operators=tuple(getattr(o, "value", o) for o in qconfig.operators_to_quantize),
+            per_channel=qconfig.per_channel,
+            reduce_range=qconfig.reduce_range,
+            activations_dtype=dtype(qconfig.activations_dtype),
+            weights_dtype=dtype(qconfig.weights_dtype),
+            activations_symmetric=qconfig.activations_symmetric,
+            weights_symmetric=qconfig.weights_symmetric,
+            excluded_nodes=tuple(qconfig.nodes_to_exclude),
+            **session,
+        )
+
+    def session_options(self, threads: int = 1):  # -> onnxruntime.SessionOptions
+        """The onnxruntime options this config is run with: part of what is searched."""
+        return make_session_options(self.graph_optimization, self.disabled_fusions, threads)
+
+    def session_key(self) -> tuple[str, tuple[str, ...]]:
+        return (self.graph_optimization, self.disabled_fusions)
+
+
+def make_session_options(
+    graph_optimization: str = "all", disabled_fusions: tuple[str, ...] = (), threads: int = 1
+):
+    """SessionOptions that carry the searched options; exportable with the model."""
+    import onnxruntime as ort
+
+    levels = {
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    }
+    options = ort.SessionOptions()
+    options.graph_optimization_level = levels[graph_optimization]
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    if disabled_fusions:
+        options.add_session_config_entry(
+            "optimization.disable_specified_optimizers", ",".join(disabled_fusions)
+        )
+    return options
+
+
+PRESETS = ("avx2", "avx512", "avx512_vnni", "arm64")
+
+
+def optimum_dynamic_presets() -> dict[str, QuantConfig]:
+    """Optimum's dynamic CPU presets (`AutoQuantizationConfig.<name>(is_static=False)`).
+
+    A search is only worth running if it beats these, so `qsearch run` measures them beside the
+    searched configs on the same worker.
+    """
+    from optimum.onnxruntime.configuration import AutoQuantizationConfig
+
+    return {
+        name: QuantConfig.from_optimum(getattr(AutoQuantizationConfig, name)(is_static=False))
+        for name in PRESETS
+    }

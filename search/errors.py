@@ -1,0 +1,34 @@
+"""The project's errors: one family, so the CLI has one boundary that turns them into messages.
+
+A `QsearchError` is the user's to fix (bad space file, missing model, ...): the CLI prints its
+message and exits with `exit_code` (2), never a traceback. A `TrialError` is a configuration that
+failed inside the quantizer or onnxruntime: it is recorded as a FAIL trial and the search goes on.
+"""
+
+from __future__ import annotations
+
+
+class QsearchError(Exception):
+    """An error the user can fix; its message says what is wrong and what would be right."""
+
+    exit_code = 2
+
+
+class SpaceError(QsearchError):
+    """A search space file or value that cannot be searched."""
+
+
+class ConfigError(QsearchError):
+    """A quantization configuration with an invalid or impossible combination of values."""
+
+
+class TaskError(QsearchError):
+    """A model, data set or task setting that cannot be used."""
+
+
+class StorageError(QsearchError):
+    """A storage URL or study that cannot be opened or does not match the search asked for."""
+
+
+class TrialError(Exception):
+    """One trial failed (quantization, session creation, NaN outputs); the search goes on."""

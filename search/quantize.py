@@ -1,0 +1,39 @@
+"""QuantConfig + fp32 model (+ calibration ranges) -> a quantized ONNX file, through Optimum.
+
+Optimum's `ORTQuantizer` expresses every dimension of `QuantConfig` but the session options,
+which are applied when the model is run (see `QuantConfig.session_options`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from search.config import QuantConfig
+
+
+def quiet_libraries() -> None:
+    """Optimum and onnxruntime log every step at INFO; a search prints its own progress."""
+    for name in ("optimum", "optimum.onnxruntime", "onnxruntime", "root", "transformers"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()
+    except ImportError:
+        pass
+
+
+def quantize(config: QuantConfig, fp32_model: Path, out_dir: Path, ranges=None) -> Path:
+    """Write the quantized model for `config` into `out_dir` and return its path."""
+    from optimum.onnxruntime import ORTQuantizer
+
+    quiet_libraries()
+    fp32_model = Path(fp32_model)
+    quantizer = ORTQuantizer.from_pretrained(fp32_model.parent, file_name=fp32_model.name)
+    quantizer.quantize(
+        quantization_config=config.to_optimum(),
+        save_dir=out_dir,
+        calibration_tensors_range=ranges if config.mode == "static" else None,
+    )
+    return Path(out_dir) / f"{fp32_model.stem}_quantized.onnx"

@@ -1,0 +1,61 @@
+"""Multi-objective ranking of finished trials: Pareto fronts and the beam's documented order.
+
+Both objectives (accuracy, speedup) are maximized. The beam keeps configs in this order:
+
+1. configs whose accuracy drop from fp32 is within the tolerance (`--max-drop`, default 1 point)
+   come before those that lose more;
+2. then by Pareto front (non-dominated sorting: front 0 is the frontier, front 1 the frontier
+   once front 0 is removed, ...);
+3. then by speedup, then by accuracy, both descending.
+
+So the beam follows the fastest accurate configs but still keeps accurate-but-slow and
+fast-but-inaccurate frontier configs ahead of dominated ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
+    return all(x >= y for x, y in zip(a, b, strict=True)) and any(
+        x > y for x, y in zip(a, b, strict=True)
+    )
+
+
+def pareto_fronts(points: Sequence[Sequence[float]]) -> list[int]:
+    """Front index of each point under maximization (0 = non-dominated)."""
+    pts = np.asarray(points, dtype=float).reshape(len(points), -1)
+    n = len(pts)
+    front = [-1] * n
+    remaining = set(range(n))
+    level = 0
+    while remaining:
+        current = [
+            i for i in remaining if not any(dominates(pts[j], pts[i]) for j in remaining if j != i)
+        ]
+        for i in current:
+            front[i] = level
+        remaining -= set(current)
+        level += 1
+    return front
+
+
+def non_dominated(points: Sequence[Sequence[float]]) -> list[int]:
+    """Indices of the non-dominated points."""
+    return [i for i, f in enumerate(pareto_fronts(points)) if f == 0]
+
+
+def beam_order(
+    points: Sequence[tuple[float, float]], fp32_accuracy: float, max_drop: float
+) -> list[int]:
+    """Indices of (accuracy, speedup) points in the beam's order (best first)."""
+    fronts = pareto_fronts(points)
+
+    def key(i: int) -> tuple:
+        accuracy, speedup = points[i]
+        return (fp32_accuracy - accuracy > max_drop + 1e-12, fronts[i], -speedup, -accuracy)
+
+    return sorted(range(len(points)), key=key)

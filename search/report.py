@@ -1,0 +1,361 @@
+"""Tables and the HTML report, derived from the study alone.
+
+`trial_rows` and `pareto_rows` are pure functions of the study (pandas frames), so `qsearch
+show`, the report and the tests read the same numbers. The HTML embeds plotly's JavaScript
+and escapes every string taken from the study, so it opens offline and safely.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import tempfile
+from pathlib import Path
+
+import optuna
+import pandas as pd
+from optuna.trial import TrialState
+
+from search.ranking import non_dominated
+from search.worker import describe_worker
+
+COLUMNS = [
+    "trial",
+    "accuracy",
+    "drop_points",
+    "speedup",
+    "speedup_low",
+    "speedup_high",
+    "options_speedup",
+    "size_mb",
+    "mode",
+    "config",
+    "reference",
+    "beam_round",
+    "cpu",
+    "seconds",
+    "key",
+]
+
+
+def trial_rows(study: optuna.Study) -> pd.DataFrame:
+    """One row per evaluated config (duplicates left out), in trial order."""
+    rows = []
+    for t in study.get_trials(deepcopy=False, states=[TrialState.COMPLETE]):
+        a = t.user_attrs
+        if a.get("duplicate_of") is not None or not t.values:
+            continue
+        fp32 = a.get("accuracy_fp32", study.user_attrs.get("fp32_accuracy", float("nan")))
+        rows.append(
+            {
+                "trial": t.number,
+                "accuracy": t.values[0],
+                "drop_points": round(100 * (fp32 - t.values[0]), 2),
+                "speedup": t.values[1],
+                "speedup_low": a.get("speedup_low", t.values[1]),
+                "speedup_high": a.get("speedup_high", t.values[1]),
+                "options_speedup": a.get("fp32_options_speedup", 1.0),
+                "size_mb": a.get("model_size_mb"),
+                "mode": (a.get("config") or {}).get("mode", ""),
+                "config": a.get("description", ""),
+                "reference": a.get("reference") or "",
+                "beam_round": a.get("beam_round"),
+                "cpu": describe_worker(a.get("worker") or {}),
+                "seconds": a.get("wall_seconds"),
+                "key": a.get("config_key", ""),
+            }
+        )
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def pareto_rows(study: optuna.Study) -> pd.DataFrame:
+    """Exactly the non-dominated evaluated configs, fastest first."""
+    rows = trial_rows(study)
+    if rows.empty:
+        return rows
+    front = non_dominated(rows[["accuracy", "speedup"]].to_numpy())
+    return rows.iloc[front].sort_values("speedup", ascending=False).reset_index(drop=True)
+
+
+def failed_rows(study: optuna.Study) -> pd.DataFrame:
+    rows = []
+    for t in study.get_trials(deepcopy=False, states=[TrialState.FAIL, TrialState.PRUNED]):
+        a = t.user_attrs
+        if a.get("duplicate_of") is not None:
+            continue
+        rows.append(
+            {
+                "trial": t.number,
+                "state": t.state.name,
+                "config": a.get("description", ""),
+                "reason": a.get("fail_reason", "unknown (the worker stopped during the trial)"),
+            }
+        )
+    return pd.DataFrame(rows, columns=["trial", "state", "config", "reason"])
+
+
+def _scatter(study: optuna.Study, rows: pd.DataFrame, front: pd.DataFrame):
+    import plotly.graph_objects as go
+
+    fig = go.Figure()
+    for mode, color in (("dynamic", "#4C78A8"), ("static", "#F58518")):
+        part = rows[(rows["mode"] == mode) & (rows["reference"] == "")]
+        if part.empty:
+            continue
+        fig.add_trace(
+            go.Scatter(
+                x=part["speedup"],
+                y=part["accuracy"],
+                mode="markers",
+                name=f"{mode} trials",
+                marker={"color": color, "size": 8, "opacity": 0.6},
+                error_x={
+                    "type": "data",
+                    "symmetric": False,
+                    "array": part["speedup_high"] - part["speedup"],
+                    "arrayminus": part["speedup"] - part["speedup_low"],
+                    "thickness": 1,
+                },
+                text=[
+                    f"#{n}: {html.escape(c)}"
+                    for n, c in zip(part["trial"], part["config"], strict=True)
+                ],
+                hovertemplate="%{text}<br>speedup %{x:.3f}x<br>accuracy %{y:.4f}<extra></extra>",
+            )
+        )
+    refs = rows[rows["reference"] != ""]
+    if not refs.empty:
+        fig.add_trace(
+            go.Scatter(
+                x=refs["speedup"],
+                y=refs["accuracy"],
+                mode="markers+text",
+                name="Optimum presets",
+                marker={"symbol": "diamond", "size": 12, "color": "#54A24B"},
+                text=[html.escape(r.replace("optimum ", "")) for r in refs["reference"]],
+                textposition="bottom center",
+                hovertemplate="%{text}<br>speedup %{x:.3f}x<br>accuracy %{y:.4f}<extra></extra>",
+            )
+        )
+    if not front.empty:
+        ordered = front.sort_values("speedup")
+        fig.add_trace(
+            go.Scatter(
+                x=ordered["speedup"],
+                y=ordered["accuracy"],
+                mode="lines+markers",
+                name="Pareto frontier",
+                line={"shape": "hv", "color": "#E45756"},
+                marker={"size": 11, "color": "#E45756", "line": {"width": 1, "color": "black"}},
+                text=[
+                    f"#{n}: {html.escape(c)}"
+                    for n, c in zip(ordered["trial"], ordered["config"], strict=True)
+                ],
+                hovertemplate="%{text}<br>speedup %{x:.3f}x<br>accuracy %{y:.4f}<extra></extra>",
+            )
+        )
+    fp32 = study.user_attrs.get("fp32_accuracy")
+    if fp32 is not None:
+        fig.add_trace(
+            go.Scatter(
+                x=[1.0],
+                y=[fp32],
+                mode="markers+text",
+                name="fp32 baseline",
+                marker={"symbol": "star", "size": 16, "color": "black"},
+                text=["fp32"],
+                textposition="top center",
+            )
+        )
+    fig.update_layout(
+        title="Accuracy vs speedup over fp32 (same worker, interleaved timing)",
+        xaxis_title="speedup over fp32 (x), 95% interval as error bars",
+        yaxis_title="accuracy",
+        template="plotly_white",
+        height=560,
+    )
+    return fig
+
+
+def _progress(study: optuna.Study, rows: pd.DataFrame, max_drop: float):
+    import plotly.graph_objects as go
+
+    fp32 = study.user_attrs.get("fp32_accuracy", rows["accuracy"].max() if len(rows) else 0)
+    ordered = rows.sort_values("trial")
+    accurate = ordered["accuracy"] >= fp32 - max_drop - 1e-12
+    best = ordered["speedup"].where(accurate).cummax()
+    fig = go.Figure()
+    fig.add_trace(
+        go.Scatter(
+            x=ordered["trial"],
+            y=ordered["speedup"],
+            mode="markers",
+            name="speedup of each trial",
+            marker={"color": "#9ecae9"},
+        )
+    )
+    fig.add_trace(
+        go.Scatter(
+            x=ordered["trial"],
+            y=best,
+            mode="lines",
+            line={"shape": "hv"},
+            name=f"best speedup within {100 * max_drop:g} point(s) of fp32",
+        )
+    )
+    fig.update_layout(
+        title="Search progress",
+        xaxis_title="trial",
+        yaxis_title="speedup (x)",
+        template="plotly_white",
+        height=380,
+    )
+    return fig
+
+
+def _table(frame: pd.DataFrame, columns: list[str], floats: dict[str, str] | None = None) -> str:
+    if frame.empty:
+        return "<p><em>none</em></p>"
+    shown = frame[columns].copy()
+    for column, fmt in (floats or {}).items():
+        if column in shown:
+            shown[column] = shown[column].map(lambda v, f=fmt: "" if pd.isna(v) else f.format(v))
+    return shown.to_html(index=False, escape=True, classes="t", border=0, na_rep="")
+
+
+def render_html(study: optuna.Study, max_drop: float = 0.01) -> str:
+    """A self-contained page: frontier chart and table, all trials, failures, environment."""
+    rows = trial_rows(study)
+    front = pareto_rows(study)
+    failed = failed_rows(study)
+    attrs = study.user_attrs
+    fp32 = attrs.get("fp32_accuracy")
+    e = html.escape
+    figures = []
+    if not rows.empty:
+        figures.append(
+            _scatter(study, rows, front).to_html(
+                full_html=False, div_id="pareto", include_plotlyjs=True
+            )
+        )
+        figures.append(
+            _progress(study, rows, max_drop).to_html(
+                full_html=False, div_id="progress", include_plotlyjs=False
+            )
+        )
+    front = front.assign(
+        interval=[
+            f"{lo:.3f}-{hi:.3f}"
+            for lo, hi in zip(front["speedup_low"], front["speedup_high"], strict=True)
+        ]
+    )
+    fmt = {
+        "accuracy": "{:.4f}",
+        "speedup": "{:.3f}",
+        "options_speedup": "{:.3f}",
+        "size_mb": "{:.1f}",
+        "drop_points": "{:+.2f}",
+        "seconds": "{:.1f}",
+    }
+    workers = {}
+    for t in study.get_trials(deepcopy=False):
+        w = t.user_attrs.get("worker")
+        if w:
+            workers[(w.get("host"), w.get("cpu"))] = w
+    env_rows = "".join(
+        f"<tr><td>{e(str(w.get('host')))}</td><td>{e(str(w.get('cpu')))}</td>"
+        f"<td>{e(', '.join(w.get('isa') or []) or 'none of AVX2/AVX512/VNNI')}</td>"
+        f"<td>{e(str(w.get('cores')))}</td><td>{e(str(w.get('onnxruntime')))}</td>"
+        f"<td>{e(str(w.get('threads')))}</td></tr>"
+        for w in workers.values()
+    )
+    states = pd.Series([t.state.name for t in study.get_trials(deepcopy=False)]).value_counts()
+    counts = ", ".join(f"{n} {s.lower()}" for s, n in states.items())
+    task = attrs.get("task", {})
+    space_text = attrs.get("space_text", "")
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>qsearch report: {e(study.study_name)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }}
+table.t {{ border-collapse: collapse; font-size: 13px; margin: 0.5em 0 1.5em; }}
+table.t th, table.t td {{ padding: 3px 8px; border-bottom: 1px solid #ddd; text-align: left; }}
+table.t th {{ background: #f3f3f3; }}
+.note {{ color: #555; font-size: 14px; }} pre {{ background: #f7f7f7; padding: 1em; }}
+</style></head><body>
+<h1>qsearch: {e(study.study_name)}</h1>
+<p>Task <b>{e(str(task.get("name", "?")))}</b> ({e(str(task.get("eval_examples", "?")))}
+evaluation examples, metric {e(str(task.get("metric", "accuracy")))}); space
+<b>{e(str(attrs.get("space_name", "?")))}</b>; strategy <b>{e(str(attrs.get("strategy", "?")))}</b>;
+fp32 accuracy <b>{"" if fp32 is None else f"{fp32:.4f}"}</b>. Trials: {e(counts)}.</p>
+<p class="note">Speedup is fp32 time over candidate time, both run interleaved on the same
+batches on the same worker; the fp32 baseline uses onnxruntime's default session options.
+"options speedup" is fp32's own speedup under the candidate's session options, the part of
+a gain owed to the options rather than to quantization.</p>
+{figures[0] if figures else "<p>No finished trials yet.</p>"}
+<h2>Pareto frontier ({len(front)} configs)</h2>
+{
+        _table(
+            front,
+            [
+                "trial",
+                "accuracy",
+                "drop_points",
+                "speedup",
+                "interval",
+                "options_speedup",
+                "size_mb",
+                "config",
+                "reference",
+            ],
+            fmt,
+        )
+    }
+<h2>Search progress</h2>
+{figures[1] if len(figures) > 1 else ""}
+<h2>All evaluated configs ({len(rows)})</h2>
+{
+        _table(
+            rows.sort_values("speedup", ascending=False) if len(rows) else rows,
+            [
+                "trial",
+                "accuracy",
+                "drop_points",
+                "speedup",
+                "speedup_low",
+                "speedup_high",
+                "options_speedup",
+                "size_mb",
+                "config",
+                "reference",
+                "beam_round",
+                "seconds",
+            ],
+            {**fmt, "speedup_low": "{:.3f}", "speedup_high": "{:.3f}", "beam_round": "{:.0f}"},
+        )
+    }
+<h2>Failed and pruned trials ({len(failed)})</h2>
+{_table(failed, ["trial", "state", "config", "reason"])}
+<h2>Environment</h2>
+<table class="t"><tr><th>host</th><th>CPU</th><th>ISA</th><th>cores</th><th>onnxruntime</th>
+<th>threads</th></tr>{env_rows}</table>
+<h2>Search space</h2>
+<pre>{e(space_text)}</pre>
+</body></html>
+"""
+
+
+def write_report(study: optuna.Study, path: Path, max_drop: float = 0.01) -> Path:
+    """Write atomically (temp file, then rename): a crash never leaves half a report."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = render_html(study, max_drop)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

@@ -1,0 +1,194 @@
+"""The trial loop: asks the strategy, evaluates, and tells the study, one trial at a time.
+
+Every trial goes through Optuna's ask/tell, so the study holds params, values, failures and
+the worker for each. The budget (`trials`) counts the study's evaluated trials, not this
+invocation's, so running the same command again after a kill finishes the planned search.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import optuna
+from optuna.trial import TrialState
+
+from search.config import QuantConfig
+from search.errors import ConfigError, TrialError
+from search.objective import Evaluator, TrialResult
+from search.space import SearchSpace
+from search.strategies.base import FINISHED, SAMPLE, Proposal, Strategy, records
+
+# Consecutive sampled configs already in the study before a sampler is taken as exhausted.
+MAX_CONSECUTIVE_DUPLICATES = 60
+
+
+@dataclass
+class RunSummary:
+    evaluated: int = 0
+    failed: int = 0
+    duplicates: int = 0
+    stopped_because: str = ""
+    trial_numbers: list[int] = field(default_factory=list)
+
+
+def evaluated_count(study: optuna.Study) -> int:
+    """Trials that count toward the budget: evaluated configs, not duplicates or references."""
+    return sum(
+        1
+        for r in records(study)
+        if r.state != TrialState.PRUNED
+        and r.attrs.get("duplicate_of") is None
+        and r.attrs.get("reference") is None
+    )
+
+
+def _known(study: optuna.Study) -> dict[str, int]:
+    """config key -> number of the trial that evaluated it first."""
+    out: dict[str, int] = {}
+    for r in records(study, states=FINISHED):
+        if r.attrs.get("duplicate_of") is None:
+            out.setdefault(r.key, r.number)
+    return out
+
+
+def _tell_result(study: optuna.Study, trial: optuna.Trial, result: TrialResult) -> None:
+    for k, v in result.attrs.items():
+        trial.set_user_attr(k, v)
+    study.tell(trial, [result.accuracy, result.speedup])
+
+
+def _tell_failure(study: optuna.Study, trial: optuna.Trial, config: QuantConfig, reason: str):
+    trial.set_user_attr("config", config.to_dict())
+    trial.set_user_attr("config_key", config.key)
+    trial.set_user_attr("description", config.describe())
+    trial.set_user_attr("fail_reason", reason)
+    study.tell(trial, state=TrialState.FAIL)
+
+
+def evaluate_into(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    config: QuantConfig,
+    evaluator: Evaluator,
+    known: dict[str, int],
+) -> str:
+    """Evaluate `config` as `trial` (or copy an earlier identical trial); return the outcome."""
+    if config.key in known:
+        source = study.get_trials(deepcopy=False)[known[config.key]]
+        trial.set_user_attr("duplicate_of", source.number)
+        for k in ("config", "config_key", "description"):
+            trial.set_user_attr(k, source.user_attrs.get(k))
+        if source.state == TrialState.COMPLETE:
+            study.tell(trial, list(source.values))
+        else:
+            trial.set_user_attr("fail_reason", source.user_attrs.get("fail_reason", "duplicate"))
+            study.tell(trial, state=source.state)
+        return "duplicate"
+    try:
+        result = evaluator.evaluate(config)
+    except TrialError as exc:
+        _tell_failure(study, trial, config, str(exc))
+        known[config.key] = trial.number
+        return "failed"
+    except Exception as exc:  # noqa: BLE001 - an unexpected library error fails one trial only
+        _tell_failure(study, trial, config, f"{type(exc).__name__}: {exc}")
+        known[config.key] = trial.number
+        return "failed"
+    _tell_result(study, trial, result)
+    known[config.key] = trial.number
+    return "complete"
+
+
+def run_search(
+    study: optuna.Study,
+    space: SearchSpace,
+    strategy: Strategy,
+    evaluator: Evaluator,
+    trials: int,
+    timeout: float | None = None,
+    on_trial: Callable[[optuna.Study, str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> RunSummary:
+    """Run until the study holds `trials` evaluated trials, the strategy is done, or time ends."""
+    summary = RunSummary()
+    started = time.monotonic()
+    known = _known(study)
+    duplicates_in_a_row = 0
+    queue: list[Proposal] = []
+    while True:
+        if evaluated_count(study) >= trials:
+            summary.stopped_because = f"budget of {trials} trials reached"
+            break
+        if timeout is not None and time.monotonic() - started >= timeout:
+            summary.stopped_because = f"timeout of {timeout:g} s reached"
+            break
+        if should_stop and should_stop():
+            summary.stopped_because = "interrupted"
+            break
+        if not queue:
+            proposed = strategy.propose(study, space)
+            if proposed == SAMPLE:
+                queue = []
+            elif not proposed:
+                summary.stopped_because = f"{strategy.name} finished: nothing new to evaluate"
+                break
+            else:
+                queue = list(proposed)
+        if queue:
+            proposal = queue.pop(0)
+            if proposal.config.key in known:
+                continue
+            study.enqueue_trial(space.params(proposal.config), user_attrs=proposal.attrs)
+        trial = study.ask()
+        try:
+            config = space.suggest(trial)
+        except ConfigError as exc:
+            trial.set_user_attr("fail_reason", f"invalid combination: {exc}")
+            study.tell(trial, state=TrialState.PRUNED)
+            continue
+        outcome = evaluate_into(study, trial, config, evaluator, known)
+        summary.trial_numbers.append(trial.number)
+        if outcome == "duplicate":
+            summary.duplicates += 1
+            duplicates_in_a_row += 1
+            if duplicates_in_a_row >= MAX_CONSECUTIVE_DUPLICATES:
+                summary.stopped_because = (
+                    f"{strategy.name} proposed only configs already evaluated "
+                    f"{MAX_CONSECUTIVE_DUPLICATES} times in a row: the space looks exhausted"
+                )
+                break
+        else:
+            duplicates_in_a_row = 0
+            summary.evaluated += 1
+            summary.failed += outcome == "failed"
+        if on_trial:
+            on_trial(study, outcome)
+    return summary
+
+
+def evaluate_references(
+    study: optuna.Study,
+    references: dict[str, QuantConfig],
+    evaluator: Evaluator,
+    on_trial: Callable[[optuna.Study, str], None] | None = None,
+) -> None:
+    """Evaluate reference configs (Optimum's presets) once per study, as parameterless trials.
+
+    Presets that are the same config share one trial, which names all of them.
+    """
+    done = {r.attrs.get("reference") for r in records(study)}
+    grouped: dict[str, tuple[QuantConfig, list[str]]] = {}
+    for name, config in references.items():
+        grouped.setdefault(config.key, (config, []))[1].append(name)
+    known = _known(study)
+    for config, names in grouped.values():
+        label = "optimum " + " / ".join(names)
+        if label in done:
+            continue
+        trial = study.ask()
+        trial.set_user_attr("reference", label)
+        outcome = evaluate_into(study, trial, config, evaluator, known)
+        if on_trial:
+            on_trial(study, outcome)

@@ -1,0 +1,99 @@
+"""Beam search over the space: seed 004's operator beam, generalized and made resumable.
+
+Round 0 evaluates every single-operator config (each other dimension at its default). Each
+later round keeps the `width` best configs so far, in the order documented in
+`search.ranking`, and evaluates their neighbours: one more operator, or one other dimension
+changed. A config is never evaluated twice (equal canonical configs share a key). The search
+stops when a round leaves the kept set unchanged, or when no new neighbour is left.
+
+The beam keeps no state: `next_round` replays the rounds from the study's finished trials,
+so a killed search resumes where it stopped, and trials evaluated by anyone else (Optimum's
+presets, an earlier sampler) are reused rather than repeated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import optuna
+from optuna.trial import TrialState
+
+from search.config import QuantConfig
+from search.errors import ConfigError
+from search.ranking import beam_order
+from search.space import SearchSpace
+from search.strategies.base import Proposal, Record, Strategy, records
+
+
+@dataclass(frozen=True)
+class Round:
+    number: int
+    pending: list[QuantConfig]  # configs of this round not evaluated yet
+    kept: list[str]  # keys of the beam after the last finished round
+    converged: bool
+
+
+class BeamSearch(Strategy):
+    def __init__(self, width: int = 4, max_drop: float = 0.01) -> None:
+        self.width = width
+        self.max_drop = max_drop
+        self.name = f"beam{width}"
+
+    def initial(self, space: SearchSpace) -> list[QuantConfig]:
+        out: dict[str, QuantConfig] = {}
+        for op in space.operators or ():
+            try:
+                config = space.default_config([op])
+            except ConfigError:
+                continue  # the default mode cannot quantize this operator alone
+            out.setdefault(config.key, config)
+        if not out:  # e.g. a static-only operator under a dynamic default: start from all
+            config = space.default_config(space.operators or ())
+            out[config.key] = config
+        return list(out.values())
+
+    def top(self, keys: list[str], done: dict[str, Record], fp32_accuracy: float) -> list[str]:
+        complete = [k for k in keys if done[k].state == TrialState.COMPLETE]
+        points = [done[k].values for k in complete]
+        order = beam_order(points, fp32_accuracy, self.max_drop)
+        return [complete[i] for i in order[: self.width]]
+
+    def next_round(self, study: optuna.Study, space: SearchSpace) -> Round:
+        done: dict[str, Record] = {}
+        for record in records(study):
+            if record.attrs.get("duplicate_of") is None:
+                done.setdefault(record.key, record)
+        fp32 = study.user_attrs.get("fp32_accuracy")
+        if fp32 is None:
+            complete = [r.values[0] for r in done.values() if r.values]
+            fp32 = max(complete, default=1.0)
+        members: dict[str, QuantConfig] = {}
+        candidates = self.initial(space)
+        kept: list[str] | None = None
+        number = 0
+        while True:
+            for config in candidates:
+                members.setdefault(config.key, config)
+            pending = [c for c in candidates if c.key not in done]
+            if pending:
+                return Round(number, pending, kept or [], converged=False)
+            top = self.top(list(members), done, fp32)
+            if kept is not None and set(top) == set(kept):
+                return Round(number, [], top, converged=True)
+            kept = top
+            fresh: dict[str, QuantConfig] = {}
+            for key in top:
+                for neighbour in space.neighbours(members[key]):
+                    if neighbour.key not in members:
+                        fresh.setdefault(neighbour.key, neighbour)
+            if not fresh:
+                return Round(number, [], top, converged=True)
+            candidates = list(fresh.values())
+            number += 1
+
+    def propose(self, study: optuna.Study, space: SearchSpace) -> list[Proposal]:
+        round_ = self.next_round(study, space)
+        return [
+            Proposal(c, {"strategy": self.name, "beam_round": round_.number})
+            for c in round_.pending
+        ]

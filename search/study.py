@@ -1,0 +1,124 @@
+"""Opening the Optuna study that records a search: names, storage URLs and what it searched.
+
+The study's user attributes hold the space (its TOML text and digest), the task and the fp32
+accuracy, so a report or dashboard shows exactly what was run, and a later run can refuse to
+mix a different space into the same study.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from search.errors import StorageError
+from search.space import SearchSpace
+
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+STUDIES_DIR = Path("studies")
+METRICS = ["accuracy", "speedup"]
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def check_study_name(name: str) -> str:
+    if not _NAME.match(name) or ".." in name:
+        raise StorageError(
+            f"--study must be 1-100 letters, digits, '.', '-' or '_' starting with a letter or "
+            f"digit (it also names files), but got {name!r}"
+        )
+    return name
+
+
+def default_storage(name: str, directory: Path = STUDIES_DIR) -> str:
+    directory.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{directory / name}.db"
+
+
+def make_storage(url: str) -> optuna.storages.BaseStorage:
+    """An RDB storage; the URL is checked first so a typo is a message, not a traceback."""
+    if url.startswith("sqlite:///"):
+        path = Path(url[len("sqlite:///") :])
+        if path.parent and not path.parent.exists():
+            raise StorageError(
+                f"--storage {url}: the folder `{path.parent}` must exist, but it does not"
+            )
+    elif not re.match(r"^(sqlite|postgresql|mysql)(\+\w+)?://", url):
+        raise StorageError(
+            f"--storage must be an Optuna RDB URL such as sqlite:///studies/NAME.db or "
+            f"postgresql://user:pass@host/db, but got {url!r}"
+        )
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises many kinds here
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise StorageError(f"--storage {url}: cannot open the storage: {first}") from None
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 60}}
+    return {}
+
+
+def open_study(
+    name: str,
+    storage: str | None,
+    space: SearchSpace,
+    task_description: dict[str, Any],
+    sampler: optuna.samplers.BaseSampler | None,
+    strategy: str,
+    allow_new_space: bool = False,
+) -> optuna.Study:
+    check_study_name(name)
+    url = storage or default_storage(name)
+    study = optuna.create_study(
+        study_name=name,
+        storage=make_storage(url),
+        directions=["maximize", "maximize"],
+        sampler=sampler,
+        load_if_exists=True,
+    )
+    attrs = study.user_attrs
+    if "space_digest" in attrs and attrs["space_digest"] != space.digest and not allow_new_space:
+        raise StorageError(
+            f"study {name!r} in {url} was searched with space {attrs.get('space_name')!r} "
+            f"({attrs.get('space_source')}), which differs from {space.source}; use another "
+            f"--study name, or --continue-with-new-space to mix them"
+        )
+    model = attrs.get("task", {}).get("model_sha256")
+    if model and model != task_description.get("model_sha256") and not allow_new_space:
+        raise StorageError(
+            f"study {name!r} in {url} was searched on a different model "
+            f"({attrs['task'].get('model')}); use another --study name"
+        )
+    if not attrs:
+        study.set_metric_names(METRICS)
+        study.set_user_attr("space_name", space.name)
+        study.set_user_attr("space_source", space.source)
+        study.set_user_attr("space_digest", space.digest)
+        study.set_user_attr("space_text", space.text)
+        study.set_user_attr("task", task_description)
+        study.set_user_attr("strategy", strategy)
+    return study
+
+
+def load_study(name: str, storage: str | None) -> optuna.Study:
+    """An existing study, for reports and `show`."""
+    check_study_name(name)
+    url = storage or default_storage(name)
+    if storage is None and not Path(url[len("sqlite:///") :]).exists():
+        existing = ", ".join(sorted(p.stem for p in STUDIES_DIR.glob("*.db"))) or "none"
+        raise StorageError(
+            f"study {name!r} must exist, but {url[len('sqlite:///') :]} does not "
+            f"(studies in {STUDIES_DIR}/: {existing})"
+        )
+    try:
+        return optuna.load_study(study_name=name, storage=make_storage(url))
+    except KeyError:
+        names = [s.study_name for s in optuna.get_all_study_summaries(url)]
+        raise StorageError(
+            f"study {name!r} must exist in {url}, but the storage holds {names or 'no studies'}"
+        ) from None

@@ -1,0 +1,118 @@
+import optuna
+import pytest
+
+from search.config import QuantConfig
+from search.errors import QsearchError
+from search.runner import evaluated_count, run_search
+from search.space import SearchSpace, load_space
+from search.strategies import BeamSearch, make_strategy
+from search.strategies.base import records
+from tests.fakes import FP32, FakeEvaluator, landscape
+
+MODEL_OPS = ["Add", "Gather", "Gemm", "MatMul", "Mul", "Softmax", "Transpose", "Where"]
+
+
+def new_study():
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    study.set_user_attr("fp32_accuracy", FP32)
+    return study
+
+
+def test_first_round_is_every_single_operator_at_the_defaults():
+    space = load_space("operators").resolve(MODEL_OPS)
+    round_ = BeamSearch(width=2).next_round(new_study(), space)
+    assert round_.number == 0
+    assert sorted(c.operators for c in round_.pending) == [("Gather",), ("MatMul",), ("Transpose",)]
+
+
+def test_beam_expands_the_best_by_one_operator_never_repeats_and_converges():
+    space = load_space("operators").resolve(MODEL_OPS)
+    study, evaluator = new_study(), FakeEvaluator()
+    summary = run_search(study, space, BeamSearch(width=2), evaluator, trials=100)
+    assert "finished" in summary.stopped_because
+    assert len(evaluator.calls) == len(set(evaluator.calls))  # never evaluated twice
+    keys = {r.key for r in records(study)}
+    # the landscape rewards every operator, so the beam must reach the full set
+    full = space.default_config(["Gather", "MatMul", "Transpose"])
+    assert full.key in keys
+    rounds = sorted({r.attrs["beam_round"] for r in records(study)})
+    assert rounds == list(range(len(rounds))) and len(rounds) >= 3
+
+
+def test_beam_keeps_accurate_configs_ahead_of_faster_collapsed_ones():
+    space = SearchSpace.from_text(
+        "[quantization]\nmode = ['static']\noperators = ['MatMul', 'Add']\n", "s.toml"
+    ).resolve(MODEL_OPS)
+    study, evaluator = new_study(), FakeEvaluator()
+    run_search(study, space, BeamSearch(width=1), evaluator, trials=100)
+    beam = BeamSearch(width=1)
+    final = beam.next_round(study, space)
+    kept = {r.key: r for r in records(study)}[final.kept[0]]
+    assert "Add" not in kept.attrs["config"]["operators"]  # Add collapses accuracy to 0.5
+    assert FP32 - kept.values[0] <= 0.01
+
+
+def test_budget_stops_the_beam_and_rerunning_resumes_without_repeats():
+    space = load_space("dynamic").resolve(MODEL_OPS)
+    uninterrupted = new_study()
+    run_search(uninterrupted, space, BeamSearch(width=3), FakeEvaluator(), trials=25)
+
+    study, evaluator = new_study(), FakeEvaluator()
+    for budget in (4, 9, 17, 25):  # the same command, killed and re-run
+        run_search(study, space, BeamSearch(width=3), evaluator, trials=budget)
+        assert evaluated_count(study) == budget
+    assert len(evaluator.calls) == len(set(evaluator.calls)) == 25
+    assert {r.key for r in records(study)} == {r.key for r in records(uninterrupted)}
+
+
+def test_a_stopped_run_resumes_mid_round():
+    space = load_space("dynamic").resolve(MODEL_OPS)
+    study, evaluator = new_study(), FakeEvaluator()
+    calls = iter(range(1000))
+    run_search(
+        study,
+        space,
+        BeamSearch(width=2),
+        evaluator,
+        trials=50,
+        should_stop=lambda: next(calls) >= 5,
+    )
+    assert evaluated_count(study) == 5
+    run_search(study, space, BeamSearch(width=2), evaluator, trials=50)
+    assert len(evaluator.calls) == len(set(evaluator.calls))
+
+
+def test_failed_trials_are_recorded_with_reason_and_not_retried():
+    space = load_space("operators").resolve(MODEL_OPS)
+    study = new_study()
+    evaluator = FakeEvaluator(fail_when=lambda c: c.operators == ("Gather",))
+    run_search(study, space, BeamSearch(width=2), evaluator, trials=100)
+    failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert len(failed) == 1
+    assert "synthetic" in failed[0].user_attrs["fail_reason"]
+    assert len(evaluator.calls) == len(set(evaluator.calls))
+
+
+@pytest.mark.parametrize("sampler", ["tpe", "random", "nsga2", "grid"])
+def test_samplers_run_multi_objective_and_skip_duplicates(sampler):
+    space = load_space("dynamic").resolve(MODEL_OPS)
+    strategy = make_strategy(None, sampler, seed=0)
+    study = optuna.create_study(directions=["maximize", "maximize"], sampler=strategy.sampler())
+    study.set_user_attr("fp32_accuracy", FP32)
+    evaluator = FakeEvaluator()
+    run_search(study, space, strategy, evaluator, trials=12)
+    assert evaluated_count(study) == 12
+    assert len(evaluator.calls) == len(set(evaluator.calls))
+    for r in records(study):
+        if r.values and r.attrs.get("duplicate_of") is None:
+            config = QuantConfig.from_dict(r.attrs["config"])
+            assert r.values == pytest.approx(landscape(config))
+
+
+def test_strategy_options_are_checked():
+    with pytest.raises(QsearchError, match="--sampler must be one of"):
+        make_strategy(None, "cmaes")
+    with pytest.raises(QsearchError, match="either --beam"):
+        make_strategy(2, "tpe")
+    with pytest.raises(QsearchError, match="at least 1"):
+        make_strategy(0, None)

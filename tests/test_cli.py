@@ -1,0 +1,173 @@
+"""The CLI end to end on the tiny task: runs, resumes, reports, and refuses bad input."""
+
+import optuna
+import pytest
+from typer.testing import CliRunner
+
+from search.cli import app
+from search.report import pareto_rows
+from search.runner import evaluated_count
+from search.strategies.base import records
+
+runner = CliRunner()
+FAST = ["--timing-seconds", "0.2", "--no-presets"]
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def invoke(*args):
+    result = runner.invoke(app, [str(a) for a in args])
+    return result
+
+
+def load(workdir, name):
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{workdir}/studies/{name}.db")
+
+
+def test_help_explains_every_command():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    for command in ("run", "report", "prepare", "spaces", "show"):
+        assert command in result.output
+    for command in ("run", "report", "prepare", "show"):
+        sub = invoke(command, "--help")
+        assert sub.exit_code == 0 and "Usage" in sub.output
+    assert "--beam" in invoke("run", "--help").output
+
+
+def test_beam_run_writes_study_and_report_and_resumes(workdir, tiny_task_dir):
+    def args(trials):
+        return [
+            "run",
+            "--task-dir",
+            tiny_task_dir,
+            "--space",
+            "operators",
+            "--beam",
+            "2",
+            "--trials",
+            trials,
+            *FAST,
+        ]
+
+    first = invoke(*args(3))
+    assert first.exit_code == 0, first.output
+    name = f"{tiny_task_dir.name}-operators-beam2"
+    study = load(workdir, name)
+    assert evaluated_count(study) == 3
+    assert study.metric_names == ["accuracy", "speedup"]
+    report = (workdir / "reports" / f"{name}.html").read_text()
+    for number in pareto_rows(study)["trial"]:
+        assert f"<td>{number}</td>" in report
+    assert "Pareto frontier" in first.output
+
+    again = invoke(*args(3))  # same command: the budget is already spent, nothing is re-run
+    assert again.exit_code == 0 and "budget of 3 trials reached" in again.output
+    assert evaluated_count(load(workdir, name)) == 3
+
+    more = invoke(*args(5))
+    assert more.exit_code == 0, more.output
+    study = load(workdir, name)
+    keys = [r.key for r in records(study) if r.attrs.get("duplicate_of") is None]
+    assert evaluated_count(study) == 5 and len(keys) == len(set(keys))
+
+    shown = invoke("show", "--study", name)
+    assert shown.exit_code == 0 and "Pareto frontier" in shown.output
+    rebuilt = invoke("report", "--study", name, "--out", workdir / "again.html")
+    assert rebuilt.exit_code == 0 and (workdir / "again.html").exists()
+
+
+def test_tpe_on_the_default_space_with_presets(workdir, tiny_task_dir):
+    result = invoke(
+        "run",
+        "--task-dir",
+        tiny_task_dir,
+        "--sampler",
+        "tpe",
+        "--trials",
+        "3",
+        "--space",
+        "default",
+        "--timing-seconds",
+        "0.2",
+        "--study",
+        "tpe-test",
+    )
+    assert result.exit_code == 0, result.output
+    study = load(workdir, "tpe-test")
+    refs = [t for t in study.trials if t.user_attrs.get("reference")]
+    assert refs and all(t.user_attrs["reference"].startswith("optimum") for t in refs)
+    assert evaluated_count(study) == 3
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["run", "--space", "nope"], "space file `"),
+        (["run", "--sampler", "cmaes"], "--sampler must be one of tpe, random, grid, nsga2"),
+        (["run", "--beam", "2", "--sampler", "tpe"], "either --beam"),
+        (["run", "--trials", "0"], "--trials must be at least 1"),
+        (["run", "--study", "../escape"], "--study must be"),
+        (["run", "--task-dir", "missing-dir"], "must be a prepared task folder"),
+        (["report", "--study", "never-ran"], "study 'never-ran' must exist"),
+        (["show", "--study", "never-ran"], "study 'never-ran' must exist"),
+        (["run", "--storage", "ftp://x"], "Optuna RDB URL"),
+    ],
+)
+def test_bad_input_is_one_clear_message_and_exit_2(workdir, args, fragment):
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    assert fragment in result.output
+    assert "Traceback" not in result.output
+    assert not (workdir / "studies").exists() or not any((workdir / "studies").iterdir())
+
+
+def test_storage_url_checked_before_the_task_is_loaded(workdir, tiny_task_dir):
+    result = invoke(
+        "run",
+        "--task-dir",
+        tiny_task_dir,
+        "--storage",
+        f"sqlite:///{workdir}/no/such/dir/x.db",
+        *FAST,
+    )
+    assert result.exit_code == 2 and "must exist" in result.output
+
+
+def test_invalid_space_file_exits_2_naming_file_and_key(workdir):
+    bad = workdir / "bad.toml"
+    bad.write_text("[quantization]\nmode = ['dynamic']\nper_channel = ['maybe']\n")
+    result = invoke("spaces", "validate", bad)
+    assert result.exit_code == 2
+    assert "bad.toml" in result.output and "quantization.per_channel" in result.output
+    assert "Traceback" not in result.output
+    missing = invoke("spaces", "validate", workdir / "x.toml")
+    assert missing.exit_code == 2 and "must exist" in missing.output
+
+
+def test_spaces_list_shows_the_shipped_spaces():
+    result = invoke("spaces", "list")
+    assert result.exit_code == 0
+    assert "default" in result.output and "operators" in result.output
+
+
+def test_a_study_searched_with_another_space_is_refused(workdir, tiny_task_dir):
+    base = [
+        "run",
+        "--task-dir",
+        tiny_task_dir,
+        "--beam",
+        "2",
+        "--trials",
+        "1",
+        "--study",
+        "s",
+        *FAST,
+    ]
+    assert invoke(*base, "--space", "operators").exit_code == 0
+    other = invoke(*base, "--space", "dynamic")
+    assert other.exit_code == 2 and "--study" in other.output

@@ -1,0 +1,137 @@
+import optuna
+import pytest
+
+from search.errors import SpaceError
+from search.space import SearchSpace, load_space, shipped_spaces
+
+MODEL_OPS = [
+    "Add",
+    "Gather",
+    "Gemm",
+    "LayerNormalization",
+    "MatMul",
+    "Mul",
+    "Softmax",
+    "Transpose",
+    "Where",
+    "Erf",
+]
+
+
+def test_every_shipped_space_parses_and_binds_to_a_bert():
+    names = {p.stem for p in shipped_spaces()}
+    assert {"default", "operators"} <= names
+    for path in shipped_spaces():
+        space = SearchSpace.from_file(path).resolve(MODEL_OPS)
+        assert space.operators
+
+
+def test_default_space_has_every_dimension():
+    space = load_space("default")
+    for name in (
+        "mode",
+        "format",
+        "per_channel",
+        "reduce_range",
+        "activations_dtype",
+        "weights_dtype",
+        "activations_symmetric",
+        "weights_symmetric",
+        "calibration",
+        "percentile",
+        "graph_optimization",
+    ):
+        assert len(space.choices(name)) >= 2, name
+    assert space.disable_fusions == ("SkipLayerNormFusion",)
+
+
+def test_operators_space_is_the_seed_space():
+    space = load_space("operators").resolve(MODEL_OPS)
+    assert space.choices("mode") == ("dynamic",)
+    assert space.operators == ("Gather", "MatMul", "Transpose")  # "all", as the seed
+    configs = list(space.enumerate())
+    assert len(configs) == 7 and len({c.key for c in configs}) == 7
+
+
+@pytest.mark.parametrize(
+    ("text", "fragments"),
+    [
+        ("[quantization]\nmode = ['dynamic'\n", ["must be valid TOML"]),
+        ("[quantisation]\nmode = ['dynamic']\n", ["`quantisation` is not a known key", "allowed"]),
+        ("[quantization]\nmodes = ['dynamic']\n", ["`quantization.modes`", "mode, format"]),
+        (
+            "[quantization]\nmode = ['fast']\n",
+            ["`quantization.mode`", "'dynamic', 'static'", "'fast'"],
+        ),
+        ("[quantization]\nper_channel = ['yes']\n", ["must hold bool values"]),
+        ("[quantization]\noperators = ['MatMul', 'Conv2D']\n", ["unknown ['Conv2D']"]),
+        ("[quantization]\nmode = []\n", ["must list at least one value"]),
+        ("[quantization]\nmode = ['dynamic']\nformat = ['QDQ']\n", ['must include "QOperator"']),
+        (
+            "[quantization]\nmode = ['dynamic']\n[calibration]\nmethod = ['entropy']\n",
+            ["applies to static quantization only"],
+        ),
+        (
+            "[quantization]\nmode = ['static']\n[calibration]\nmethod = ['minmax']\n"
+            "percentile = [99.9]\n",
+            ['needs calibration.method to include "percentile"'],
+        ),
+        (
+            "[quantization]\nmode = ['dynamic']\noperators = ['Add']\n",
+            ["which no mode of this space quantizes"],
+        ),
+        ("[session]\ndisable_fusions = ['SkipLayerNorm']\n", ["SkipLayerNormFusion"]),
+    ],
+)
+def test_bad_spaces_are_refused_with_file_key_and_allowed_values(text, fragments):
+    with pytest.raises(SpaceError) as info:
+        SearchSpace.from_text(text, source="bad.toml")
+    message = str(info.value)
+    assert message.startswith("bad.toml:")
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_missing_file_names_the_shipped_spaces(tmp_path):
+    with pytest.raises(SpaceError, match="default.toml"):
+        SearchSpace.from_file(tmp_path / "nope.toml")
+
+
+def test_operator_absent_from_the_model_is_refused_naming_what_the_model_has():
+    space = SearchSpace.from_text("[quantization]\noperators = ['MatMul', 'Conv']\n", "s.toml")
+    with pytest.raises(SpaceError) as info:
+        space.resolve(MODEL_OPS)
+    assert "['Conv']" in str(info.value) and "MatMul" in str(info.value)
+
+
+def test_suggest_and_params_round_trip_through_optuna():
+    space = load_space("default").resolve(MODEL_OPS)
+    study = optuna.create_study(
+        directions=["maximize", "maximize"], sampler=optuna.samplers.RandomSampler(seed=1)
+    )
+    seen = 0
+    for _ in range(30):
+        trial = study.ask()
+        try:
+            config = space.suggest(trial)
+        except Exception:  # noqa: BLE001 - an empty operator set is refused
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            continue
+        assert space.contains(config)
+        assert space.suggest(optuna.trial.FixedTrial(space.params(config))) == config
+        if config.mode == "dynamic":
+            assert "calibration" not in trial.params  # conditional: only static suggests it
+        study.tell(trial, [0.5, 1.0])
+        seen += 1
+    assert seen > 10
+
+
+def test_neighbours_differ_by_one_step_and_stay_in_the_space():
+    space = load_space("default").resolve(MODEL_OPS)
+    start = space.default_config(["MatMul"])
+    neighbours = list(space.neighbours(start))
+    assert neighbours and all(space.contains(n) for n in neighbours)
+    assert start.key not in {n.key for n in neighbours}
+    assert any(n.operators == ("Gather", "MatMul") for n in neighbours)
+    assert any(n.mode == "static" for n in neighbours)
+    assert any(n.disabled_fusions == ("SkipLayerNormFusion",) for n in neighbours)
