@@ -49,47 +49,39 @@ def user_errors():
         raise typer.Exit(exc.exit_code) from None
 
 
-def _load_task(task_dir: Path | None, quiet: bool = False):
-    from search.tasks.default import build_default_task, default_task_dir, load_task_dir
+class _StageProgress:
+    """A bar per build stage (fine-tuning, export, evaluation) for the default task."""
 
-    if task_dir is not None:
-        if not (task_dir / "model.onnx").exists() or not (task_dir / "eval.json").exists():
-            raise QsearchError(
-                f"--task-dir `{task_dir}` must be a prepared task folder holding model.onnx, a "
-                f"tokenizer, eval.json and calibration.json, but it does not"
-            )
-        return load_task_dir(task_dir, name=task_dir.name)
-    if not (default_task_dir() / "task.json").exists():
-        _prepare_with_progress(quiet)
-    return load_task_dir(build_default_task())
+    def __enter__(self):
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-
-def _prepare_with_progress(quiet: bool = False) -> Path:
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from search.tasks.default import build_default_task, default_task_dir
-
-    if not quiet:
-        console.print(
-            f"Building the default task in {default_task_dir()} (fine-tunes MiniLM-L6 for one "
-            "epoch on rotten_tomatoes; minutes, once)."
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            console=console,
         )
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(),
-        console=console,
-        disable=quiet,
-    ) as progress:
-        bars: dict[str, int] = {}
+        self._bars: dict[str, int] = {}
+        self._progress.__enter__()
+        return self
 
-        def report(stage: str, step: int, total: int) -> None:
-            if stage not in bars:
-                bars[stage] = progress.add_task(stage, total=total)
-            progress.update(bars[stage], completed=step)
+    def __exit__(self, *exc) -> None:
+        self._progress.__exit__(*exc)
 
-        return build_default_task(progress=report)
+    def report(self, stage: str, step: int, total: int) -> None:
+        if stage not in self._bars:
+            self._bars[stage] = self._progress.add_task(stage, total=total)
+        self._progress.update(self._bars[stage], completed=step)
+
+
+def _announce_build() -> None:
+    from search.tasks.default import default_task_dir
+
+    console.print(
+        f"Building the default task in {default_task_dir()} (fine-tunes MiniLM-L6 for one "
+        "epoch on rotten_tomatoes; minutes, once)."
+    )
 
 
 @app.command()
@@ -102,8 +94,13 @@ def prepare() -> None:
     """
     import json
 
+    from search.tasks.default import build_default_task, default_task_dir
+
     with user_errors():
-        path = _prepare_with_progress()
+        if not (default_task_dir() / "task.json").exists():
+            _announce_build()
+        with _StageProgress() as bars:
+            path = build_default_task(progress=bars.report)
         info = json.loads((path / "task.json").read_text())
         console.print(
             f"Default task ready in {path}: fp32 accuracy {info['fp32_accuracy']:.4f} on "
@@ -174,120 +171,66 @@ def run(
     Examples: `qsearch run --beam 4`, `qsearch run --sampler tpe --trials 20 --space
     spaces/default.toml`. Running the same command again resumes the study.
     """
+    from search.pipeline import RunSettings
+
     with user_errors():
-        _run(**locals())
+        settings = RunSettings(
+            space=space,
+            beam=beam,
+            sampler=sampler,
+            trials=trials,
+            timeout=timeout,
+            study=study_name,
+            storage=storage,
+            max_drop=max_drop,
+            timing_seconds=timing_seconds,
+            threads=threads,
+            presets=presets,
+            report=report,
+            task_dir=task_dir,
+            seed=seed,
+            continue_with_new_space=continue_with_new_space,
+        )
+        _run(settings)
 
 
-def _run(
-    space,
-    beam,
-    sampler,
-    trials,
-    timeout,
-    study_name,
-    storage,
-    max_drop,
-    timing_seconds,
-    threads,
-    presets,
-    report,
-    task_dir,
-    seed,
-    continue_with_new_space,
-) -> None:
-    from search.config import optimum_dynamic_presets
-    from search.measure import TimingSettings
-    from search.objective import Evaluator
-    from search.quantize import quiet_libraries
-    from search.report import write_report
-    from search.runner import evaluate_references, evaluated_count, run_search
-    from search.space import load_space
-    from search.strategies import make_strategy
-    from search.study import check_study_name, default_storage, open_study
-
-    if trials is not None and trials < 1:
-        raise QsearchError(f"--trials must be at least 1, but got {trials}")
-    if timeout is not None and timeout <= 0:
-        raise QsearchError(f"--timeout must be a positive number of seconds, but got {timeout}")
-    if not 0 <= max_drop < 1:
-        raise QsearchError(f"--max-drop must be a fraction in [0, 1), but got {max_drop}")
-    if timing_seconds <= 0 or threads < 1:
-        raise QsearchError("--timing-seconds must be positive and --threads at least 1")
-    search_space = load_space(space)
-    strategy = make_strategy(beam, sampler, seed=seed, max_drop=max_drop)
-    budget = trials or (60 if sampler is None else 20)
-    if study_name is not None:
-        check_study_name(study_name)
-    quiet_libraries()
+def _run(settings) -> None:
     import onnxruntime as ort
 
+    from search.pipeline import Search
+    from search.quantize import quiet_libraries
+    from search.tasks.default import default_task_dir
+
+    quiet_libraries()
     ort.set_default_logger_severity(3)
-    task = _load_task(task_dir)
-    search_space = search_space.resolve(task.operators)
-    name = study_name or f"{task.name}-{search_space.name}-{strategy.name}"
-    check_study_name(name)
-    study = open_study(
-        name,
-        storage,
-        search_space,
-        task.describe(),
-        strategy.sampler(),
-        strategy.name,
-        allow_new_space=continue_with_new_space,
+    building = settings.task_dir is None and not (default_task_dir() / "task.json").exists()
+    if building:
+        _announce_build()
+    with _StageProgress() if building else contextlib.nullcontext() as bars:
+        search = Search.prepare(settings, task_progress=bars.report if bars else None)
+    space, fp32 = search.space, search.study.user_attrs["fp32_accuracy"]
+    console.print(
+        f"Study [bold]{search.name}[/] (fp32 accuracy {fp32:.4f}"
+        f"; space {space.name}, operators {', '.join(space.operators)}); strategy "
+        f"{search.strategy.name}, budget {settings.budget} trials"
+        + (f", timeout {settings.timeout:g} s" if settings.timeout else "")
+        + f"; {search.evaluated()} already evaluated."
     )
-    evaluator = Evaluator(task, TimingSettings(seconds=timing_seconds, threads=threads))
-    try:
-        if "fp32_accuracy" not in study.user_attrs:
-            study.set_user_attr("fp32_accuracy", evaluator.fp32_accuracy)
-        console.print(
-            f"Study [bold]{name}[/] ({study.user_attrs['fp32_accuracy']:.4f} fp32 accuracy, "
-            f"space {search_space.name}: operators {', '.join(search_space.operators)}); "
-            f"strategy {strategy.name}, budget {budget} trials"
-            + (f", timeout {timeout:g} s" if timeout else "")
-            + f"; {evaluated_count(study)} already evaluated."
-        )
-        _search_with_progress(
-            study,
-            search_space,
-            strategy,
-            evaluator,
-            budget,
-            timeout,
-            presets,
-            max_drop,
-            task,
-            evaluate_references,
-            run_search,
-            optimum_dynamic_presets,
-        )
-    finally:
-        evaluator.close()
-    if report:
-        path = write_report(study, Path("reports") / f"{name}.html", max_drop)
-        console.print(f"Report: {path}")
-    _print_frontier(study, max_drop)
-    url = storage or default_storage(name)
-    console.print(f"Open the study in the dashboard: optuna-dashboard {url}")
+    summary = _search_with_progress(search)
+    console.print(
+        f"Stopped: {summary.stopped_because}. This run: {summary.evaluated} evaluated "
+        f"({summary.failed} failed), {summary.duplicates} duplicates skipped."
+    )
+    if settings.report:
+        console.print(f"Report: {search.write_report()}")
+    _print_frontier(search.study)
+    console.print(f"Open the study in the dashboard: optuna-dashboard {search.storage_url}")
 
 
-def _search_with_progress(
-    study,
-    space,
-    strategy,
-    evaluator,
-    budget,
-    timeout,
-    presets,
-    max_drop,
-    task,
-    evaluate_references,
-    run_search,
-    optimum_dynamic_presets,
-) -> None:
+def _search_with_progress(search):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from search.report import trial_rows
-    from search.runner import evaluated_count
 
     stop = {"asked": False}
 
@@ -297,61 +240,45 @@ def _search_with_progress(
         stop["asked"] = True
         console.print("[yellow]Stopping after the current trial (Ctrl-C again to abort).[/]")
 
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    fp32 = study.user_attrs["fp32_accuracy"]
+    fp32 = search.study.user_attrs["fp32_accuracy"]
+    max_drop = search.settings.max_drop
 
     def best_text() -> str:
-        rows = trial_rows(study)
+        rows = trial_rows(search.study)
         ok = rows[rows["accuracy"] >= fp32 - max_drop - 1e-12] if len(rows) else rows
         if ok.empty:
             return "best: -"
         top = ok.sort_values("speedup").iloc[-1]
         return f"best {top['speedup']:.2f}x at {100 * (top['accuracy'] - fp32):+.1f} pts"
 
-    with Progress(
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[best]}"),
         TimeElapsedColumn(),
-        console=console,
-    ) as progress:
-        bar = progress.add_task(
-            "trials", total=budget, completed=evaluated_count(study), best=best_text()
-        )
-
-        def on_trial(study_, outcome: str) -> None:
-            progress.update(bar, completed=evaluated_count(study_), best=best_text())
-
-        try:
-            if presets:
-                refs = {}
-                for label, config in optimum_dynamic_presets().items():
-                    ops = [op for op in config.operators if op in task.operators]
-                    if ops:
-                        refs[label] = config.replace(operators=ops)
-                progress.update(bar, description="Optimum presets")
-                evaluate_references(study, refs, evaluator, on_trial)
-            progress.update(bar, description="trials")
-            summary = run_search(
-                study,
-                space,
-                strategy,
-                evaluator,
-                budget,
-                timeout,
-                on_trial,
-                should_stop=lambda: stop["asked"],
-            )
-        finally:
-            signal.signal(signal.SIGINT, previous)
-    console.print(
-        f"Stopped: {summary.stopped_because}. This run: {summary.evaluated} evaluated "
-        f"({summary.failed} failed), {summary.duplicates} duplicates skipped."
     )
+    try:
+        with Progress(*columns, console=console) as progress:
+            bar = progress.add_task(
+                "trials",
+                total=search.settings.budget,
+                completed=search.evaluated(),
+                best=best_text(),
+            )
+            return search.run(
+                on_trial=lambda study, outcome: progress.update(
+                    bar, completed=search.evaluated(), best=best_text()
+                ),
+                should_stop=lambda: stop["asked"],
+                on_stage=lambda stage: progress.update(bar, description=stage),
+            )
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
-def _print_frontier(study, max_drop: float) -> None:
+def _print_frontier(study) -> None:
     from search.report import pareto_rows
 
     rows = pareto_rows(study)
@@ -378,13 +305,12 @@ def _print_frontier(study, max_drop: float) -> None:
 def show(
     study: str = typer.Option(..., "--study", help="Study name."),
     storage: str = StorageOpt,
-    max_drop: float = typer.Option(0.01, "--max-drop"),
 ) -> None:
     """Print a study's Pareto frontier as a terminal table."""
     from search.study import load_study
 
     with user_errors():
-        _print_frontier(load_study(study, storage), max_drop)
+        _print_frontier(load_study(study, storage))
 
 
 @app.command()

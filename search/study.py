@@ -37,8 +37,8 @@ def default_storage(name: str, directory: Path = STUDIES_DIR) -> str:
     return f"sqlite:///{directory / name}.db"
 
 
-def make_storage(url: str) -> optuna.storages.BaseStorage:
-    """An RDB storage; the URL is checked first so a typo is a message, not a traceback."""
+def check_storage_url(url: str) -> str:
+    """Refuse a malformed URL or a missing SQLite folder without touching anything."""
     if url.startswith("sqlite:///"):
         path = Path(url[len("sqlite:///") :])
         if path.parent and not path.parent.exists():
@@ -50,6 +50,12 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
             f"--storage must be an Optuna RDB URL such as sqlite:///studies/NAME.db or "
             f"postgresql://user:pass@host/db, but got {url!r}"
         )
+    return url
+
+
+def make_storage(url: str) -> optuna.storages.BaseStorage:
+    """An RDB storage; the URL is checked first so a typo is a message, not a traceback."""
+    check_storage_url(url)
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises many kinds here
