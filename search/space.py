@@ -1,33 +1,23 @@
 """SearchSpace: the declarative TOML space, parsed, validated and frozen.
 
 Every dimension is a list of allowed values whose first entry is the default (the beam starts
-from it). Problems are found here, before any trial, and reported with the file, the key and
-what is allowed. The space also knows its conditional dimensions (calibration exists only in
-static mode), so Optuna's samplers see exactly the parameters that matter for a trial.
+from it); the file format and its checks live in `space_schema`. The space knows its
+conditional dimensions (calibration exists only in static mode), so Optuna's samplers see
+exactly the parameters that matter for a trial.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
-import tomllib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from search.config import (
-    CALIBRATION_METHODS,
-    DTYPES,
-    FORMATS,
-    GRAPH_OPTIMIZATION_LEVELS,
-    KNOWN_FUSIONS,
-    MODES,
-    QuantConfig,
-    all_quantizable_operators,
-    quantizable_operators,
-)
+from search.config import QuantConfig
 from search.errors import ConfigError, SpaceError
+from search.space_schema import parse_toml, read_space_text, usable_operators, validate_space
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
 # Operators that only move or select data: quantizing one of them alone changes little (they
@@ -50,60 +40,14 @@ DATA_MOVEMENT = frozenset(
     }
 )
 
-# section -> key -> (allowed values or None for free numbers, expected python type)
-_SCHEMA: dict[str, dict[str, tuple[tuple | None, type]]] = {
-    "quantization": {
-        "mode": (MODES, str),
-        "format": (FORMATS, str),
-        "operators": (None, str),
-        "per_channel": ((False, True), bool),
-        "reduce_range": ((False, True), bool),
-        "activations_dtype": (DTYPES, str),
-        "weights_dtype": (DTYPES, str),
-        "activations_symmetric": ((False, True), bool),
-        "weights_symmetric": ((False, True), bool),
-        "excluded_nodes": (None, str),
-    },
-    "calibration": {
-        "method": (CALIBRATION_METHODS, str),
-        "percentile": (None, float),
-    },
-    "session": {
-        "graph_optimization": (GRAPH_OPTIMIZATION_LEVELS, str),
-        "disable_fusions": (KNOWN_FUSIONS, str),
-    },
-}
-_TOP_LEVEL = ("name", "description")
-
-# TOML key -> QuantConfig field for the one-of dimensions, in a fixed order.
-_DIMENSIONS = {
-    ("quantization", "mode"): "mode",
-    ("quantization", "format"): "format",
-    ("quantization", "per_channel"): "per_channel",
-    ("quantization", "reduce_range"): "reduce_range",
-    ("quantization", "activations_dtype"): "activations_dtype",
-    ("quantization", "weights_dtype"): "weights_dtype",
-    ("quantization", "activations_symmetric"): "activations_symmetric",
-    ("quantization", "weights_symmetric"): "weights_symmetric",
-    ("calibration", "method"): "calibration",
-    ("calibration", "percentile"): "percentile",
-    ("session", "graph_optimization"): "graph_optimization",
-}
-_DEFAULTS = {
-    "mode": ("dynamic",),
-    "format": ("QOperator",),
-    "per_channel": (False,),
-    "reduce_range": (False,),
-    "activations_dtype": ("uint8",),
-    "weights_dtype": ("int8",),
-    "activations_symmetric": (False,),
-    "weights_symmetric": (True,),
-    "calibration": ("minmax",),
-    "percentile": (99.999,),
-    "graph_optimization": ("all",),
-}
-# Dimensions that exist only for static quantization: not suggested for dynamic trials.
 STATIC_ONLY = ("format", "activations_dtype", "activations_symmetric", "calibration", "percentile")
+
+
+def applies(name: str, values: dict[str, Any]) -> bool:
+    """Whether dimension `name` exists for a config with these values (conditional space)."""
+    if name in STATIC_ONLY and values.get("mode") != "static":
+        return False
+    return name != "percentile" or values.get("calibration") == "percentile"
 
 
 @dataclass(frozen=True)
@@ -125,150 +69,21 @@ class SearchSpace:
     @classmethod
     def from_file(cls, path: str | Path) -> SearchSpace:
         path = Path(path)
-        if not path.exists():
-            candidates = ", ".join(p.name for p in sorted(SPACES_DIR.glob("*.toml")))
-            raise SpaceError(
-                f"space file `{path}` must exist, but it does not "
-                f"(shipped spaces in {SPACES_DIR}: {candidates})"
-            )
-        try:
-            text = path.read_text()
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SpaceError(f"{path}: must be a readable UTF-8 TOML file, but {exc}") from None
-        return cls.from_text(text, source=str(path))
+        return cls.from_text(read_space_text(path, SPACES_DIR), source=str(path))
 
     @classmethod
     def from_text(cls, text: str, source: str = "<space>") -> SearchSpace:
-        try:
-            data = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
-            raise SpaceError(f"{source}: must be valid TOML, but {exc}") from None
-        return cls.from_dict(data, source=source, text=text)
+        return cls.from_dict(parse_toml(text, source), source=source, text=text)
 
     @classmethod
     def from_dict(
         cls, data: dict[str, Any], source: str = "<space>", text: str = ""
     ) -> SearchSpace:
-        def fail(key: str, message: str) -> SpaceError:
-            return SpaceError(f"{source}: `{key}` {message}")
-
-        allowed_top = set(_SCHEMA) | set(_TOP_LEVEL)
-        for key in data:
-            if key not in allowed_top:
-                raise fail(key, f"is not a known key; allowed: {', '.join(sorted(allowed_top))}")
-        name = data.get("name", Path(source).stem if source != "<space>" else "space")
-        if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
-            raise fail("name", f"must be a name of letters, digits, - and _, but got {name!r}")
-        description = data.get("description", "")
-        if not isinstance(description, str):
-            raise fail("description", f"must be a string, but got {description!r}")
-
-        lists: dict[str, tuple] = {}
-        for section, keys in _SCHEMA.items():
-            body = data.get(section, {})
-            if not isinstance(body, dict):
-                raise fail(section, f"must be a table ([{section}]), but got {body!r}")
-            for key, value in body.items():
-                full = f"{section}.{key}"
-                if key not in keys:
-                    raise fail(
-                        full, f"is not a known key; allowed in [{section}]: {', '.join(keys)}"
-                    )
-                allowed, kind = keys[key]
-                items = value if isinstance(value, list) else [value]
-                if key == "operators" and value in ("auto", "all"):
-                    lists[full] = value
-                    continue
-                if not items and key not in ("disable_fusions", "excluded_nodes"):
-                    raise fail(full, "must list at least one value, but the list is empty")
-                for item in items:
-                    ok = isinstance(item, kind) and not (
-                        kind is not bool and isinstance(item, bool)
-                    )
-                    if kind is float and isinstance(item, int) and not isinstance(item, bool):
-                        ok = True
-                    if not ok:
-                        raise fail(full, f"must hold {kind.__name__} values, but got {item!r}")
-                    if allowed is not None and item not in allowed:
-                        shown = ", ".join(repr(a) for a in allowed)
-                        raise fail(full, f"must be among {shown}, but got {item!r}")
-                if len(set(items)) != len(items):
-                    raise fail(full, f"must not repeat values, but got {items!r}")
-                lists[full] = tuple(items)
-
-        operators = lists.get("quantization.operators", "auto")
-        if isinstance(operators, str):
-            operators_rule, operators = operators, None
-        else:
-            operators_rule = "list"
-        if operators is not None:
-            known = all_quantizable_operators()
-            unknown = [op for op in operators if op not in known]
-            if unknown:
-                raise fail(
-                    "quantization.operators",
-                    f"must name quantizable operator types ({', '.join(sorted(known))}) "
-                    f'or be "auto", but got unknown {unknown}',
-                )
-        values = []
-        for (section, key), field_name in _DIMENSIONS.items():
-            values.append((field_name, lists.get(f"{section}.{key}", _DEFAULTS[field_name])))
-        space = cls(
-            name=name,
-            description=description,
-            source=source,
-            text=text,
-            values=tuple(values),
-            operators=operators,
-            operators_rule=operators_rule,
-            disable_fusions=lists.get("session.disable_fusions", ()),
-            excluded_nodes=lists.get("quantization.excluded_nodes", ()),
-        )
-        space._check_combinations(fail, static_keys=[k for k in lists if k.startswith("calib")])
-        return space
-
-    def _check_combinations(self, fail, static_keys: Sequence[str]) -> None:
-        modes = self.choices("mode")
-        if "static" not in modes and static_keys:
-            raise fail(
-                static_keys[0],
-                "applies to static quantization only, but quantization.mode "
-                'does not include "static"; add it or remove the [calibration] section',
-            )
-        if "calibration.percentile" in static_keys and "percentile" not in self.choices(
-            "calibration"
-        ):
-            raise fail("calibration.percentile", 'needs calibration.method to include "percentile"')
-        for pct in self.choices("percentile"):
-            if not 90.0 < float(pct) < 100.0:
-                raise fail("calibration.percentile", f"must be between 90 and 100, but got {pct}")
-        if modes == ("dynamic",):
-            for key, allowed in (("format", "QOperator"), ("activations_dtype", "uint8")):
-                if allowed not in self.choices(key):
-                    raise fail(
-                        f"quantization.{key}",
-                        f'must include "{allowed}" when mode is only '
-                        f'"dynamic" (dynamic quantization has no other), but got '
-                        f"{list(self.choices(key))}",
-                    )
-        if self.operators is not None:
-            usable = self.usable_operators()
-            useless = [op for op in self.operators if op not in usable]
-            if useless:
-                raise fail(
-                    "quantization.operators",
-                    f"must name operators that mode "
-                    f"{list(modes)} can quantize ({', '.join(sorted(usable))}), but got "
-                    f"{useless}, which no mode of this space quantizes",
-                )
+        return cls(**validate_space(data, source), text=text)
 
     def usable_operators(self) -> frozenset[str]:
         """Operator types that some mode and format of this space can quantize."""
-        usable: set[str] = set()
-        for mode in self.choices("mode"):
-            for fmt in self.choices("format") if mode == "static" else ("QOperator",):
-                usable |= quantizable_operators(mode, fmt)
-        return frozenset(usable)
+        return usable_operators(dict(self.values))
 
     # --- queries --------------------------------------------------------------------------
 
@@ -342,9 +157,7 @@ class SearchSpace:
         yes/no parameter each."""
         values: dict[str, Any] = {}
         for name, choices in self.values:
-            if name in STATIC_ONLY and values.get("mode") != "static":
-                continue
-            if name == "percentile" and values.get("calibration") != "percentile":
+            if not applies(name, values):
                 continue
             values[name] = trial.suggest_categorical(name, list(choices))
         operators = [
@@ -364,11 +177,8 @@ class SearchSpace:
         out: dict[str, Any] = {}
         data = config.to_dict()
         for name, _choices in self.values:
-            if name in STATIC_ONLY and config.mode != "static":
-                continue
-            if name == "percentile" and config.calibration != "percentile":
-                continue
-            out[name] = data[name]
+            if applies(name, data):
+                out[name] = data[name]
         for op in self._require_operators():
             out[f"op.{op}"] = op in config.operators
         for fusion in self.disable_fusions:
@@ -378,11 +188,7 @@ class SearchSpace:
     def contains(self, config: QuantConfig) -> bool:
         data = config.to_dict()
         for name, choices in self.values:
-            if name in STATIC_ONLY and config.mode != "static":
-                continue
-            if name == "percentile" and config.calibration != "percentile":
-                continue
-            if data[name] not in choices:
+            if applies(name, data) and data[name] not in choices:
                 return False
         return set(config.operators) <= set(self._require_operators()) and set(
             config.disabled_fusions
@@ -404,9 +210,7 @@ class SearchSpace:
                 yield from _valid(lambda op=op: config.replace(operators=[*config.operators, op]))
         data = config.to_dict()
         for name, choices in self.values:
-            if name in STATIC_ONLY and config.mode != "static":
-                continue
-            if name == "percentile" and config.calibration != "percentile":
+            if not applies(name, data):
                 continue
             for value in choices:
                 if value != data[name]:
