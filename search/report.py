@@ -254,7 +254,7 @@ def render_html(study: optuna.Study, max_drop: float = 0.01) -> str:
         "speedup": "{:.3f}",
         "options_speedup": "{:.3f}",
         "size_mb": "{:.1f}",
-        "drop_points": "{:+.2f}",
+        "drop_points": "{:.2f}",
         "seconds": "{:.1f}",
     }
     workers = {}
@@ -291,7 +291,8 @@ fp32 accuracy <b>{"" if fp32 is None else f"{fp32:.4f}"}</b>. Trials: {e(counts)
 <p class="note">Speedup is fp32 time over candidate time, both run interleaved on the same
 batches on the same worker; the fp32 baseline uses onnxruntime's default session options.
 "options speedup" is fp32's own speedup under the candidate's session options, the part of
-a gain owed to the options rather than to quantization.</p>
+a gain owed to the options rather than to quantization. "drop_points" is fp32 accuracy minus
+the config's, in points (negative: more accurate than fp32 on this evaluation set).</p>
 {figures[0] if figures else "<p>No finished trials yet.</p>"}
 <h2>Pareto frontier ({len(front)} configs)</h2>
 {
