@@ -96,3 +96,18 @@ def test_report_holds_every_frontier_trial_escapes_strings_and_embeds_plotly(tmp
     path = write_report(study, tmp_path / "r" / "study.html")
     assert path.read_text() == page
     assert [p.name for p in path.parent.iterdir()] == ["study.html"]  # no temp file left
+
+
+def test_beam_order_ranks_accurate_configs_by_speed_then_the_rest_by_front():
+    from search.ranking import beam_order
+
+    fp32 = 0.80
+    points = [
+        (0.805, 1.2),  # 0 accurate, slow (on the front only by noise-level accuracy)
+        (0.795, 2.0),  # 1 accurate, fastest accurate
+        (0.792, 1.5),  # 2 accurate
+        (0.60, 3.0),  # 3 collapsed but fastest: front 0 among the rest
+        (0.75, 2.2),  # 4 inaccurate, front 0 among the rest
+        (0.70, 2.1),  # 5 dominated by 4
+    ]
+    assert beam_order(points, fp32, max_drop=0.01) == [1, 2, 0, 3, 4, 5]
