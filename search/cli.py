@@ -287,7 +287,7 @@ def _print_frontier(study) -> None:
         title=f"Pareto frontier of {study.study_name}"
         + (f" (fp32 accuracy {fp32:.4f})" if fp32 is not None else "")
     )
-    for column in ("trial", "accuracy", "drop (pts)", "speedup", "95% interval", "config"):
+    for column in ("trial", "accuracy", "vs fp32 (pts)", "speedup", "95% interval", "config"):
         table.add_column(column, overflow="fold")
     for row in rows.itertuples():
         table.add_row(
