@@ -103,7 +103,7 @@ def test_nan_outputs_fail_the_trial(tiny_task):
             return [np.full((2, 2), np.nan, dtype=np.float32)]
 
     with pytest.raises(TrialError, match="NaN"):
-        tiny_task.predict(NanSession(), tiny_task.eval_batches[:1])
+        tiny_task.outputs(NanSession(), tiny_task.eval_batches[:1])
 
 
 def test_bootstrap_interval_covers_the_median_and_narrows_with_more_pairs():

@@ -16,17 +16,18 @@ from typing import Any
 import numpy as np
 
 from search.errors import TaskError, TrialError
+from search.metrics import LABEL_METRICS, METRICS, score
 
 
 @dataclass(frozen=True)
 class Batch:
-    """Model inputs (name -> int64 array) and the references for them."""
+    """Model inputs (name -> int64 array) and which evaluation examples they hold."""
 
     inputs: dict[str, np.ndarray]
-    labels: np.ndarray
+    index: np.ndarray
 
     def __len__(self) -> int:
-        return int(self.labels.shape[0])
+        return int(self.index.shape[0])
 
 
 def file_digest(path: Path, chunk: int = 1 << 20) -> str:
@@ -47,10 +48,11 @@ def model_operators(model_path: Path) -> list[str]:
 
 @dataclass
 class TextClassificationTask:
-    """Sentence classification on an ONNX model with a Hugging Face tokenizer directory.
+    """Sentence (or sentence-pair) classification on an ONNX model with a Hugging Face
+    tokenizer directory, scored by a label metric or by fidelity to the fp32 model.
 
-    Evaluation batches are padded to their longest sentence (as a served model would be).
-    Calibration rows are packed: whole sentences concatenated to exactly `calibration_length`
+    Evaluation batches are padded to their longest example (as a served model would be).
+    Calibration rows are packed: whole examples concatenated to exactly `calibration_length`
     tokens with no padding, because histogram calibrators (entropy, percentile) cannot stack
     ragged rows and fail on the attention mask's -3.4e38 padding values.
     """
@@ -59,8 +61,11 @@ class TextClassificationTask:
     model_path: Path
     tokenizer_dir: Path
     eval_texts: Sequence[str]
-    eval_labels: Sequence[int]
+    eval_labels: Sequence[int] | None
     calibration_texts: Sequence[str]
+    eval_pairs: Sequence[str] | None = None
+    calibration_pairs: Sequence[str] | None = None
+    metric: str = "accuracy"
     batch_size: int = 32
     max_length: int = 128
     calibration_length: int = 64
@@ -72,13 +77,24 @@ class TextClassificationTask:
         self.tokenizer_dir = Path(self.tokenizer_dir)
         if not self.model_path.is_file():
             raise TaskError(f"model `{self.model_path}` must be an existing .onnx file")
-        if len(self.eval_texts) != len(self.eval_labels) or not self.eval_texts:
+        if not self.eval_texts:
+            raise TaskError("evaluation data must hold at least one example, but it is empty")
+        if self.eval_labels is not None and len(self.eval_labels) != len(self.eval_texts):
             raise TaskError(
-                f"evaluation data must hold one label per text and at least one text, but got "
+                f"evaluation data must hold one label per text, but got "
                 f"{len(self.eval_texts)} texts and {len(self.eval_labels)} labels"
             )
         if not self.calibration_texts:
             raise TaskError("calibration data must hold at least one text, but got none")
+        if self.metric not in METRICS:
+            raise TaskError(
+                f"--metric must be one of {', '.join(METRICS)}, but got {self.metric!r}"
+            )
+        if self.metric in LABEL_METRICS and self.eval_labels is None:
+            raise TaskError(
+                f"metric {self.metric!r} needs labels, but the data has none; name the label "
+                f"column, or use a label-free metric (agreement, cosine)"
+            )
 
     @cached_property
     def tokenizer(self):
@@ -108,8 +124,11 @@ class TextClassificationTask:
     def model_digest(self) -> str:
         return file_digest(self.model_path)
 
-    def _encode(self, texts: Sequence[str], **kwargs: Any) -> dict[str, np.ndarray]:
-        encoded = self.tokenizer(list(texts), return_tensors="np", **kwargs)
+    def _encode(
+        self, texts: Sequence[str], pairs: Sequence[str] | None = None, **kwargs: Any
+    ) -> dict[str, np.ndarray]:
+        args = (list(texts),) if pairs is None else (list(texts), list(pairs))
+        encoded = self.tokenizer(*args, return_tensors="np", **kwargs)
         missing = [n for n in self.input_names if n not in encoded]
         if missing:
             raise TaskError(
@@ -119,13 +138,15 @@ class TextClassificationTask:
         return {name: encoded[name].astype(np.int64) for name in self.input_names}
 
     def _batches(self, order: Sequence[int]) -> list[Batch]:
-        labels = np.asarray(self.eval_labels, dtype=np.int64)
         batches = []
         for start in range(0, len(order), self.batch_size):
-            idx = list(order[start : start + self.batch_size])
+            idx = np.asarray(order[start : start + self.batch_size], dtype=np.int64)
             texts = [self.eval_texts[i] for i in idx]
-            inputs = self._encode(texts, padding=True, truncation=True, max_length=self.max_length)
-            batches.append(Batch(inputs, labels[idx]))
+            pairs = None if self.eval_pairs is None else [self.eval_pairs[i] for i in idx]
+            inputs = self._encode(
+                texts, pairs, padding=True, truncation=True, max_length=self.max_length
+            )
+            batches.append(Batch(inputs, idx))
         return batches
 
     @cached_property
@@ -136,9 +157,12 @@ class TextClassificationTask:
         return self._batches(order.tolist())
 
     @cached_property
-    def eval_references(self) -> np.ndarray:
-        """Labels in the order `predict` returns predictions for `eval_batches`."""
-        return np.concatenate([b.labels for b in self.eval_batches])
+    def eval_references(self) -> np.ndarray | None:
+        """Labels in the order `outputs` returns rows for `eval_batches`."""
+        if self.eval_labels is None:
+            return None
+        labels = np.asarray(self.eval_labels, dtype=np.int64)
+        return labels[np.concatenate([b.index for b in self.eval_batches])]
 
     @cached_property
     def timing_batches(self) -> list[Batch]:
@@ -151,26 +175,33 @@ class TextClassificationTask:
     def calibration_rows(self) -> list[dict[str, list[int]]]:
         """Packed fixed-length rows of real sentences, attention mask all ones."""
         tok = self.tokenizer
-        ids = tok(list(self.calibration_texts), add_special_tokens=False)["input_ids"]
         cls_id, sep_id = tok.cls_token_id, tok.sep_token_id
+        if cls_id is None or sep_id is None:
+            raise TaskError(
+                f"the tokenizer in `{self.tokenizer_dir}` must define CLS and SEP tokens "
+                f"(a BERT-style tokenizer), but it does not"
+            )
+        first = tok(list(self.calibration_texts), add_special_tokens=False)["input_ids"]
+        second = (
+            tok(list(self.calibration_pairs), add_special_tokens=False)["input_ids"]
+            if self.calibration_pairs is not None
+            else [[] for _ in first]
+        )
+        stream: list[tuple[int, int]] = []  # (token, segment) of every example in turn
+        for a, b in zip(first, second, strict=True):
+            stream += [(t, 0) for t in [*a, sep_id]]
+            if b:
+                stream += [(t, 1) for t in [*b, sep_id]]
         body = self.calibration_length - 2
-        rows: list[list[int]] = []
-        current: list[int] = []
-        for sentence in ids:
-            for token in [*sentence, sep_id]:
-                current.append(token)
-                if len(current) == body:
-                    rows.append([cls_id, *current, sep_id])
-                    current = []
-        if not rows:  # fewer tokens than one row: pad by repeating what there is
-            stream = [t for s in ids for t in [*s, sep_id]] or [sep_id]
-            rows.append([cls_id, *(stream * body)[:body], sep_id])
+        if len(stream) < body:  # fewer tokens than one row: repeat what there is
+            stream = (stream * (body // max(1, len(stream)) + 1))[:body]
+        rows = [stream[i : i + body] for i in range(0, len(stream) - body + 1, body)]
         out = []
         for row in rows:
             full = {
-                "input_ids": row,
-                "attention_mask": [1] * len(row),
-                "token_type_ids": [0] * len(row),
+                "input_ids": [cls_id, *(t for t, _ in row), sep_id],
+                "attention_mask": [1] * (len(row) + 2),
+                "token_type_ids": [0, *(g for _, g in row), row[-1][1]],
             }
             out.append({k: v for k, v in full.items() if k in self.input_names})
         return out
@@ -181,19 +212,20 @@ class TextClassificationTask:
         rows = self.calibration_rows
         return Dataset.from_dict({k: [r[k] for r in rows] for k in rows[0]})
 
-    def predict(self, session, batches: Sequence[Batch] | None = None) -> np.ndarray:
-        """Predicted class per evaluation example; NaN or inf outputs fail the trial."""
-        predictions = []
+    def outputs(self, session, batches: Sequence[Batch] | None = None) -> np.ndarray:
+        """The model's first output for every example of `batches` (default: evaluation),
+        in batch order; NaN or infinite outputs fail the trial."""
+        rows = []
         for batch in batches if batches is not None else self.eval_batches:
-            logits = session.run(None, batch.inputs)[0]
-            if not np.all(np.isfinite(logits)):
+            out = session.run(None, batch.inputs)[0]
+            if not np.all(np.isfinite(out)):
                 raise TrialError("the model produced NaN or infinite outputs")
-            predictions.append(np.argmax(logits, axis=-1))
-        return np.concatenate(predictions)
+            rows.append(out)
+        return np.concatenate(rows)
 
-    def score(self, predictions: np.ndarray, references: np.ndarray | None = None) -> float:
-        refs = self.eval_references if references is None else np.asarray(references)
-        return float(np.mean(np.asarray(predictions) == refs))
+    def score(self, outputs: np.ndarray, fp32_outputs: np.ndarray | None = None) -> float:
+        """The task's metric; fidelity metrics compare with the fp32 model's outputs."""
+        return score(self.metric, outputs, self.eval_references, fp32_outputs)
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -203,6 +235,7 @@ class TextClassificationTask:
             "eval_examples": len(self.eval_texts),
             "calibration_texts": len(self.calibration_texts),
             "batch_size": self.batch_size,
-            "metric": "accuracy",
+            "metric": self.metric,
+            "text_pairs": self.eval_pairs is not None,
             **self.metadata,
         }

@@ -212,7 +212,7 @@ def fp32_accuracy(task: TextClassificationTask) -> float:
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(task.model_path), providers=["CPUExecutionProvider"])
-    return task.score(task.predict(session))
+    return task.score(task.outputs(session))
 
 
 def load_task_dir(path: Path, name: str = TASK_NAME, **settings) -> TextClassificationTask:
