@@ -108,58 +108,81 @@ def prepare() -> None:
         )
 
 
+def _opt(flag: str, help: str, default_text: str | None = None):
+    """An option left unset (None) unless given, so a study file's value can stand."""
+    return typer.Option(None, flag, help=help, show_default=default_text or False)
+
+
 @app.command()
 def run(
-    space: str = typer.Option(
-        "default",
+    study_file: Path = typer.Argument(
+        None, help="A study file (studies/<name>.toml) with the settings; options override it."
+    ),
+    space: str = _opt(
         "--space",
-        help="Shipped space name (default, operators, dynamic, static) "
-        "or a path to a TOML space file.",
+        "Shipped space name (default, operators, dynamic, static) or a TOML space file.",
+        "default",
     ),
-    beam: int = typer.Option(
-        None, "--beam", help="Beam search of width K (the default strategy, K=4)."
-    ),
-    sampler: str = typer.Option(
-        None, "--sampler", help="Use an Optuna sampler instead: tpe, random, grid or nsga2."
-    ),
-    trials: int = typer.Option(
-        None,
+    beam: int = _opt("--beam", "Beam search of width K (the default strategy, K=4)."),
+    sampler: str = _opt("--sampler", "Use an Optuna sampler instead: tpe, random, grid, nsga2."),
+    trials: int = _opt(
         "--trials",
-        help="Budget: evaluated trials in the study "
-        "(default 60 for beam, 20 for samplers). Re-running continues "
-        "up to it.",
+        "Budget: evaluated trials in the study (default 60 for "
+        "beam, 20 for samplers). Re-running continues up to it.",
     ),
-    timeout: float = typer.Option(None, "--timeout", help="Stop starting trials after S seconds."),
-    study_name: str = StudyOpt,
-    storage: str = StorageOpt,
-    max_drop: float = typer.Option(
-        0.01,
-        "--max-drop",
-        help="Accuracy drop from fp32 the beam "
-        "and the report treat as acceptable (0.01 = 1 point).",
+    timeout: float = _opt("--timeout", "Stop starting trials after S seconds."),
+    study_name: str = _opt("--study", "Study name (default: <task>-<space>-<strategy>)."),
+    storage: str = _opt("--storage", "Optuna RDB URL (default: sqlite:///studies/<study>.db)."),
+    max_drop: float = _opt(
+        "--max-drop", "Metric drop from fp32 the beam and report accept (0.01 = 1 point).", "0.01"
     ),
-    timing_seconds: float = typer.Option(
-        6.0, "--timing-seconds", help="Interleaved timing budget per trial."
-    ),
-    threads: int = typer.Option(
-        1, "--threads", help="onnxruntime intra-op threads for every model timed."
-    ),
+    timing_seconds: float = _opt("--timing-seconds", "Interleaved timing budget per trial.", "6"),
+    threads: int = _opt("--threads", "onnxruntime intra-op threads for every model timed.", "1"),
     presets: bool = typer.Option(
-        True,
+        None,
         "--presets/--no-presets",
+        show_default="presets",
         help="Also measure Optimum's dynamic CPU presets (avx2, avx512, avx512_vnni, arm64).",
     ),
     report: bool = typer.Option(
         True, "--report/--no-report", help="Write reports/<study>.html at the end."
     ),
-    task_dir: Path = typer.Option(
-        None,
-        "--task-dir",
-        help="A prepared task folder instead of "
-        "the embedded default (model.onnx, tokenizer, eval.json, "
-        "calibration.json).",
+    model: Path = _opt(
+        "--model",
+        "Your model: a Hugging Face folder (exported to ONNX once, "
+        "cached) or an .onnx file. Needs --data.",
     ),
-    seed: int = typer.Option(0, "--seed", help="Sampler seed."),
+    tokenizer: Path = _opt(
+        "--tokenizer", "Tokenizer folder, when --model is an .onnx file without one beside it."
+    ),
+    data: Path = _opt(
+        "--data", "Your data: .csv, .jsonl, .parquet, or a folder saved by datasets' save_to_disk."
+    ),
+    text_column: str = _opt("--text-column", "Text column (default: text, sentence, ...)."),
+    text_pair_column: str = _opt("--text-pair-column", "Second text of sentence pairs."),
+    label_column: str = _opt(
+        "--label-column",
+        "Label column (default: label if present); string labels map to the model's label2id.",
+    ),
+    split: str = _opt(
+        "--split", "Split of a saved DatasetDict (default: test, validation, train)."
+    ),
+    eval_size: int = _opt("--eval-size", "Evaluation examples.", "1000"),
+    calibration_size: int = _opt(
+        "--calibration-size", "Calibration examples (disjoint from evaluation).", "256"
+    ),
+    metric: str = _opt(
+        "--metric",
+        "accuracy, macro_f1, mcc, or without labels agreement "
+        "(with fp32's classes) or cosine (of outputs).",
+        "accuracy",
+    ),
+    task_dir: Path = _opt(
+        "--task-dir",
+        "A prepared task folder (model.onnx, tokenizer, "
+        "eval.json, calibration.json) instead of the default task.",
+    ),
+    seed: int = _opt("--seed", "Seed of samplers and of the data split.", "0"),
     continue_with_new_space: bool = typer.Option(
         False,
         "--continue-with-new-space",
@@ -168,30 +191,21 @@ def run(
 ) -> None:
     """Search quantization configs and record every trial in an Optuna study.
 
-    Examples: `qsearch run --beam 4`, `qsearch run --sampler tpe --trials 20 --space
-    spaces/default.toml`. Running the same command again resumes the study.
+    Examples: `qsearch run --beam 4`; `qsearch run --sampler tpe --trials 20 --space
+    spaces/default.toml`; `qsearch run studies/default.toml`; `qsearch run --model
+    my-model/ --data reviews.csv --label-column sentiment`. Running the same command again
+    resumes the study.
     """
+    options = dict(locals())
     from search.pipeline import RunSettings
+    from search.study_file import load_study_file
 
+    options.pop("study_file")
+    options["study"] = options.pop("study_name")
     with user_errors():
-        settings = RunSettings(
-            space=space,
-            beam=beam,
-            sampler=sampler,
-            trials=trials,
-            timeout=timeout,
-            study=study_name,
-            storage=storage,
-            max_drop=max_drop,
-            timing_seconds=timing_seconds,
-            threads=threads,
-            presets=presets,
-            report=report,
-            task_dir=task_dir,
-            seed=seed,
-            continue_with_new_space=continue_with_new_space,
-        )
-        _run(settings)
+        values = load_study_file(study_file) if study_file is not None else {}
+        values.update({k: v for k, v in options.items() if v is not None})
+        _run(RunSettings(**values))
 
 
 def _run(settings) -> None:
@@ -203,7 +217,11 @@ def _run(settings) -> None:
 
     quiet_libraries()
     ort.set_default_logger_severity(3)
-    building = settings.task_dir is None and not (default_task_dir() / "task.json").exists()
+    building = (
+        settings.task_dir is None
+        and settings.model is None
+        and not (default_task_dir() / "task.json").exists()
+    )
     if building:
         _announce_build()
     with _StageProgress() if building else contextlib.nullcontext() as bars:
@@ -328,6 +346,62 @@ def report(
         loaded = load_study(study, storage)
         path = write_report(loaded, out or Path("reports") / f"{study}.html", max_drop)
         console.print(f"Report: {path}")
+
+
+@app.command()
+def export(
+    study: str = typer.Option(..., "--study", help="Study name."),
+    trial: int = typer.Option(None, "--trial", help="Trial number to export."),
+    best: bool = typer.Option(
+        False, "--best", help="Export the fastest trial within --max-drop of fp32."
+    ),
+    max_drop: float = typer.Option(0.01, "--max-drop", help="Accepted drop for --best."),
+    out: Path = typer.Option(None, "--out", help="Folder (default exports/<study>-trial<N>)."),
+    storage: str = StorageOpt,
+    force: bool = typer.Option(False, "--force", help="Replace an existing folder."),
+) -> None:
+    """Write a trial's quantized model as a folder Optimum loads, with its tokenizer,
+    ORTConfig, session options and a model card; the metric is re-measured on export."""
+    from search.export import choose_trial, export_trial
+    from search.pipeline import task_for_study
+    from search.quantize import quiet_libraries
+    from search.study import load_study
+
+    with user_errors():
+        loaded = load_study(study, storage)
+        chosen = choose_trial(loaded, trial, best, max_drop)
+        quiet_libraries()
+        task = task_for_study(loaded)
+        target = out or Path("exports") / f"{study}-trial{chosen.number}"
+        result = export_trial(loaded, chosen, task, target, force=force)
+        console.print(
+            f"Exported trial {result.trial} to {result.path}: {task.metric} "
+            f"{result.measured:.4f} re-measured (recorded {result.recorded:.4f})."
+        )
+
+
+@app.command()
+def dashboard(
+    study: str = typer.Option(..., "--study", help="Study name."),
+    storage: str = StorageOpt,
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Address to listen on (loopback by default)."
+    ),
+    port: int = typer.Option(8080, "--port", help="Port."),
+) -> None:
+    """Open a study in optuna-dashboard (serves until Ctrl-C)."""
+    from search.study import load_study
+
+    with user_errors():
+        loaded = load_study(study, storage)
+        try:
+            import optuna_dashboard
+        except ImportError:
+            raise QsearchError(
+                "the dashboard needs optuna-dashboard: pip install 'qsearch[dashboard]'"
+            ) from None
+        console.print(f"optuna-dashboard for study {study!r}: http://{host}:{port}/")
+        optuna_dashboard.run_server(loaded._storage, host=host, port=port)
 
 
 @spaces_app.command("list")

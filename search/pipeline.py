@@ -8,7 +8,7 @@ study is written, so bad input leaves nothing behind. The CLI only parses and di
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import optuna
@@ -16,6 +16,7 @@ import optuna
 from search.config import optimum_dynamic_presets
 from search.errors import QsearchError
 from search.measure import TimingSettings
+from search.metrics import METRICS
 from search.objective import Evaluator
 from search.report import write_report
 from search.runner import RunSummary, evaluate_references, evaluated_count, run_search
@@ -24,6 +25,7 @@ from search.strategies import make_strategy
 from search.strategies.base import Strategy
 from search.study import check_storage_url, check_study_name, default_storage, open_study
 from search.tasks.base import TextClassificationTask
+from search.tasks.custom import DataSettings, build_task
 from search.tasks.default import default_task, load_task_dir
 
 DEFAULT_BUDGET = {"beam": 60, "sampler": 20}
@@ -46,6 +48,17 @@ class RunSettings:
     task_dir: Path | None = None
     seed: int = 0
     continue_with_new_space: bool = False
+    # your own model and data (both, or neither for the embedded default task)
+    model: Path | None = None
+    tokenizer: Path | None = None
+    data: Path | None = None
+    text_column: str | None = None
+    text_pair_column: str | None = None
+    label_column: str | None = None
+    split: str | None = None
+    eval_size: int = 1000
+    calibration_size: int = 256
+    metric: str | None = None
 
     def __post_init__(self) -> None:
         if self.trials is not None and self.trials < 1:
@@ -62,23 +75,55 @@ class RunSettings:
             raise QsearchError(f"--threads must be at least 1, but got {self.threads}")
         if self.study is not None:
             check_study_name(self.study)
+        if (self.model is None) != (self.data is None):
+            raise QsearchError(
+                "--model and --data go together: give both to search your own model, or "
+                "neither for the embedded default task"
+            )
+        if self.task_dir is not None and self.model is not None:
+            raise QsearchError("use either --task-dir or --model/--data, not both")
+        if self.metric is not None and self.metric not in METRICS:
+            raise QsearchError(
+                f"--metric must be one of {', '.join(METRICS)}, but got {self.metric!r}"
+            )
+
+    def to_dict(self) -> dict:
+        """The resolved settings, stored in the study so a report shows what was run."""
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
 
     @property
     def budget(self) -> int:
         return self.trials or DEFAULT_BUDGET["beam" if self.sampler is None else "sampler"]
 
 
-def load_task(task_dir: Path | None, progress=None) -> TextClassificationTask:
-    """A prepared task folder, or the embedded default (built on first use)."""
+def load_task(settings: RunSettings, progress=None) -> TextClassificationTask:
+    """The user's model and data, a prepared task folder, or the embedded default."""
+    if settings.model is not None:
+        data = DataSettings(
+            path=settings.data,
+            text_column=settings.text_column,
+            text_pair_column=settings.text_pair_column,
+            label_column=settings.label_column,
+            split=settings.split,
+            eval_size=settings.eval_size,
+            calibration_size=settings.calibration_size,
+            seed=settings.seed,
+        )
+        return build_task(settings.model, data, settings.tokenizer, settings.metric)
+    task_dir = settings.task_dir
     if task_dir is None:
-        return default_task(progress=progress)
+        return default_task(progress=progress, **_metric(settings))
     task_dir = Path(task_dir)
     if not (task_dir / "model.onnx").exists() or not (task_dir / "eval.json").exists():
         raise QsearchError(
             f"--task-dir `{task_dir}` must be a prepared task folder holding model.onnx, a "
             f"tokenizer, eval.json and calibration.json, but it does not"
         )
-    return load_task_dir(task_dir, name=task_dir.name)
+    return load_task_dir(task_dir, name=task_dir.name, **_metric(settings))
+
+
+def _metric(settings: RunSettings) -> dict:
+    return {"metric": settings.metric} if settings.metric else {}
 
 
 @dataclass
@@ -107,7 +152,7 @@ class Search:
         )
         if settings.storage is not None:
             check_storage_url(settings.storage)  # refused before the task is built
-        task = load_task(settings.task_dir, task_progress)
+        task = load_task(settings, task_progress)
         space = space.resolve(task.operators)
         name = check_study_name(settings.study or f"{task.name}-{space.name}-{strategy.name}")
         study = open_study(
@@ -119,6 +164,8 @@ class Search:
             strategy.name,
             allow_new_space=settings.continue_with_new_space,
         )
+        study.set_user_attr("settings", settings.to_dict())
+        study.set_user_attr("metric", task.metric)
         url = settings.storage or default_storage(name)
         return cls(settings, space, strategy, task, study, url)
 
@@ -168,3 +215,19 @@ class Search:
         return write_report(
             self.study, Path("reports") / f"{self.name}.html", self.settings.max_drop
         )
+
+
+def task_for_study(study: optuna.Study) -> TextClassificationTask:
+    """Rebuild the task a study was searched on, from the settings stored with it."""
+    stored = study.user_attrs.get("settings")
+    if stored is None:
+        raise QsearchError(
+            f"study {study.study_name!r} does not record its settings (made by an older "
+            f"qsearch); run it again with this version to record them"
+        )
+    known = {f for f in RunSettings.__dataclass_fields__}
+    values = {k: v for k, v in stored.items() if k in known}
+    for key in ("model", "tokenizer", "data", "task_dir"):
+        if values.get(key) is not None:
+            values[key] = Path(values[key])
+    return load_task(RunSettings(**values))

@@ -101,7 +101,7 @@ def open_study(
             f"({attrs['task'].get('model')}); use another --study name"
         )
     if not attrs:
-        study.set_metric_names(METRICS)
+        study.set_metric_names([task_description.get("metric", METRICS[0]), METRICS[1]])
         study.set_user_attr("space_name", space.name)
         study.set_user_attr("space_source", space.source)
         study.set_user_attr("space_digest", space.digest)
