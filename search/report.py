@@ -223,6 +223,13 @@ def _table(frame: pd.DataFrame, columns: list[str], floats: dict[str, str] | Non
     return shown.to_html(index=False, escape=True, classes="t", border=0, na_rep="")
 
 
+def _settings_table(settings: dict) -> str:
+    if not settings:
+        return "<p><em>not recorded</em></p>"
+    rows = [{"setting": k, "value": "" if v is None else str(v)} for k, v in settings.items()]
+    return _table(pd.DataFrame(rows), ["setting", "value"])
+
+
 def render_html(study: optuna.Study, max_drop: float = 0.01) -> str:
     """A self-contained page: frontier chart and table, all trials, failures, environment."""
     rows = trial_rows(study)
@@ -340,6 +347,8 @@ the config's, in points (negative: more accurate than fp32 on this evaluation se
 <h2>Environment</h2>
 <table class="t"><tr><th>host</th><th>CPU</th><th>ISA</th><th>cores</th><th>onnxruntime</th>
 <th>threads</th></tr>{env_rows}</table>
+<h2>Settings of the last run</h2>
+{_settings_table(attrs.get("settings") or {})}
 <h2>Search space</h2>
 <pre>{e(space_text)}</pre>
 </body></html>

@@ -240,3 +240,15 @@ def test_model_and_data_go_together_and_must_exist(workdir, hf_model, tmp_path):
     assert result.exit_code == 2 and "empty" in result.output
     missing = invoke("run", "--model", tmp_path / "nope", "--data", empty)
     assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+def test_the_shipped_default_study_file_is_the_make_run_search():
+    from pathlib import Path
+
+    from search.pipeline import RunSettings
+    from search.study_file import load_study_file
+
+    root = Path(__file__).resolve().parent.parent
+    settings = RunSettings(**load_study_file(root / "studies" / "default.toml"))
+    assert (settings.beam, settings.space, settings.model) == (4, "default", None)
+    assert settings.study == "minilm-sentiment-default-beam4"
