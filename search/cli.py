@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sys
 from pathlib import Path
 
@@ -16,6 +15,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from search.display import (
+    StageProgress,
+    announce_build,
+    console,
+    print_frontier,
+    search_with_progress,
+)
 from search.errors import QsearchError
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -31,7 +37,6 @@ app = typer.Typer(
 )
 spaces_app = typer.Typer(help="List and validate search spaces.", no_args_is_help=True)
 app.add_typer(spaces_app, name="spaces")
-console = Console()
 err = Console(stderr=True)
 
 StudyOpt = typer.Option(None, "--study", help="Study name (default: <task>-<space>-<strategy>).")
@@ -49,41 +54,6 @@ def user_errors():
         raise typer.Exit(exc.exit_code) from None
 
 
-class _StageProgress:
-    """A bar per build stage (fine-tuning, export, evaluation) for the default task."""
-
-    def __enter__(self):
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self._progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TimeElapsedColumn(),
-            console=console,
-        )
-        self._bars: dict[str, int] = {}
-        self._progress.__enter__()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._progress.__exit__(*exc)
-
-    def report(self, stage: str, step: int, total: int) -> None:
-        if stage not in self._bars:
-            self._bars[stage] = self._progress.add_task(stage, total=total)
-        self._progress.update(self._bars[stage], completed=step)
-
-
-def _announce_build() -> None:
-    from search.tasks.default import default_task_dir
-
-    console.print(
-        f"Building the default task in {default_task_dir()} (fine-tunes MiniLM-L6 for one "
-        "epoch on rotten_tomatoes; minutes, once)."
-    )
-
-
 @app.command()
 def prepare() -> None:
     """Build the embedded default task (MiniLM-L6 sentiment classifier) once, with progress.
@@ -98,8 +68,8 @@ def prepare() -> None:
 
     with user_errors():
         if not (default_task_dir() / "task.json").exists():
-            _announce_build()
-        with _StageProgress() as bars:
+            announce_build()
+        with StageProgress() as bars:
             path = build_default_task(progress=bars.report)
         info = json.loads((path / "task.json").read_text())
         console.print(
@@ -223,8 +193,8 @@ def _run(settings) -> None:
         and not (default_task_dir() / "task.json").exists()
     )
     if building:
-        _announce_build()
-    with _StageProgress() if building else contextlib.nullcontext() as bars:
+        announce_build()
+    with StageProgress() if building else contextlib.nullcontext() as bars:
         search = Search.prepare(settings, task_progress=bars.report if bars else None)
     space, fp32 = search.space, search.study.user_attrs["fp32_accuracy"]
     console.print(
@@ -234,89 +204,15 @@ def _run(settings) -> None:
         + (f", timeout {settings.timeout:g} s" if settings.timeout else "")
         + f"; {search.evaluated()} already evaluated."
     )
-    summary = _search_with_progress(search)
+    summary = search_with_progress(search)
     console.print(
         f"Stopped: {summary.stopped_because}. This run: {summary.evaluated} evaluated "
         f"({summary.failed} failed), {summary.duplicates} duplicates skipped."
     )
     if settings.report:
         console.print(f"Report: {search.write_report()}")
-    _print_frontier(search.study)
+    print_frontier(search.study)
     console.print(f"Open the study in the dashboard: optuna-dashboard {search.storage_url}")
-
-
-def _search_with_progress(search):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from search.report import trial_rows
-
-    stop = {"asked": False}
-
-    def on_sigint(signum, frame):  # first Ctrl-C: finish the current trial, then stop
-        if stop["asked"]:
-            raise KeyboardInterrupt
-        stop["asked"] = True
-        console.print("[yellow]Stopping after the current trial (Ctrl-C again to abort).[/]")
-
-    fp32 = search.study.user_attrs["fp32_accuracy"]
-    max_drop = search.settings.max_drop
-
-    def best_text() -> str:
-        rows = trial_rows(search.study)
-        ok = rows[rows["accuracy"] >= fp32 - max_drop - 1e-12] if len(rows) else rows
-        if ok.empty:
-            return "best: -"
-        top = ok.sort_values("speedup").iloc[-1]
-        return f"best {top['speedup']:.2f}x at {100 * (top['accuracy'] - fp32):+.1f} pts"
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    columns = (
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[best]}"),
-        TimeElapsedColumn(),
-    )
-    try:
-        with Progress(*columns, console=console) as progress:
-            bar = progress.add_task(
-                "trials",
-                total=search.settings.budget,
-                completed=search.evaluated(),
-                best=best_text(),
-            )
-            return search.run(
-                on_trial=lambda study, outcome: progress.update(
-                    bar, completed=search.evaluated(), best=best_text()
-                ),
-                should_stop=lambda: stop["asked"],
-                on_stage=lambda stage: progress.update(bar, description=stage),
-            )
-    finally:
-        signal.signal(signal.SIGINT, previous)
-
-
-def _print_frontier(study) -> None:
-    from search.report import pareto_rows
-
-    rows = pareto_rows(study)
-    fp32 = study.user_attrs.get("fp32_accuracy")
-    table = Table(
-        title=f"Pareto frontier of {study.study_name}"
-        + (f" (fp32 accuracy {fp32:.4f})" if fp32 is not None else "")
-    )
-    for column in ("trial", "accuracy", "vs fp32 (pts)", "speedup", "95% interval", "config"):
-        table.add_column(column, overflow="fold")
-    for row in rows.itertuples():
-        table.add_row(
-            str(row.trial),
-            f"{row.accuracy:.4f}",
-            f"{-row.drop_points:+.2f}",
-            f"{row.speedup:.3f}x",
-            f"{row.speedup_low:.3f}-{row.speedup_high:.3f}",
-            (f"[{row.reference}] " if row.reference else "") + row.config,
-        )
-    console.print(table)
 
 
 @app.command()
@@ -328,7 +224,7 @@ def show(
     from search.study import load_study
 
     with user_errors():
-        _print_frontier(load_study(study, storage))
+        print_frontier(load_study(study, storage))
 
 
 @app.command()

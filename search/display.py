@@ -1,0 +1,121 @@
+"""What `qsearch` shows while it works: build progress, the trial progress bar with the best
+config so far, and the frontier as a terminal table. Kept apart from the commands so the CLI
+module stays a thin list of commands."""
+
+from __future__ import annotations
+
+import signal
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+class StageProgress:
+    """A bar per build stage (fine-tuning, export, evaluation) for the default task."""
+
+    def __enter__(self):
+        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            TimeElapsedColumn(),
+            console=console,
+        )
+        self._bars: dict[str, int] = {}
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._progress.__exit__(*exc)
+
+    def report(self, stage: str, step: int, total: int) -> None:
+        if stage not in self._bars:
+            self._bars[stage] = self._progress.add_task(stage, total=total)
+        self._progress.update(self._bars[stage], completed=step)
+
+
+def announce_build() -> None:
+    from search.tasks.default import default_task_dir
+
+    console.print(
+        f"Building the default task in {default_task_dir()} (fine-tunes MiniLM-L6 for one "
+        "epoch on rotten_tomatoes; minutes, once)."
+    )
+
+
+def search_with_progress(search):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from search.report import trial_rows
+
+    stop = {"asked": False}
+
+    def on_sigint(signum, frame):  # first Ctrl-C: finish the current trial, then stop
+        if stop["asked"]:
+            raise KeyboardInterrupt
+        stop["asked"] = True
+        console.print("[yellow]Stopping after the current trial (Ctrl-C again to abort).[/]")
+
+    fp32 = search.study.user_attrs["fp32_accuracy"]
+    max_drop = search.settings.max_drop
+
+    def best_text() -> str:
+        rows = trial_rows(search.study)
+        ok = rows[rows["accuracy"] >= fp32 - max_drop - 1e-12] if len(rows) else rows
+        if ok.empty:
+            return "best: -"
+        top = ok.sort_values("speedup").iloc[-1]
+        return f"best {top['speedup']:.2f}x at {100 * (top['accuracy'] - fp32):+.1f} pts"
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[best]}"),
+        TimeElapsedColumn(),
+    )
+    try:
+        with Progress(*columns, console=console) as progress:
+            bar = progress.add_task(
+                "trials",
+                total=search.settings.budget,
+                completed=search.evaluated(),
+                best=best_text(),
+            )
+            return search.run(
+                on_trial=lambda study, outcome: progress.update(
+                    bar, completed=search.evaluated(), best=best_text()
+                ),
+                should_stop=lambda: stop["asked"],
+                on_stage=lambda stage: progress.update(bar, description=stage),
+            )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def print_frontier(study) -> None:
+    from search.report import pareto_rows
+
+    rows = pareto_rows(study)
+    fp32 = study.user_attrs.get("fp32_accuracy")
+    table = Table(
+        title=f"Pareto frontier of {study.study_name}"
+        + (f" (fp32 accuracy {fp32:.4f})" if fp32 is not None else "")
+    )
+    for column in ("trial", "accuracy", "vs fp32 (pts)", "speedup", "95% interval", "config"):
+        table.add_column(column, overflow="fold")
+    for row in rows.itertuples():
+        table.add_row(
+            str(row.trial),
+            f"{row.accuracy:.4f}",
+            f"{-row.drop_points:+.2f}",
+            f"{row.speedup:.3f}x",
+            f"{row.speedup_low:.3f}-{row.speedup_high:.3f}",
+            (f"[{row.reference}] " if row.reference else "") + row.config,
+        )
+    console.print(table)
