@@ -106,7 +106,21 @@ def run(
     max_drop: float = _opt(
         "--max-drop", "Metric drop from fp32 the beam and report accept (0.01 = 1 point).", "0.01"
     ),
-    timing_seconds: float = _opt("--timing-seconds", "Interleaved timing budget per trial.", "6"),
+    timing_seconds: float = _opt(
+        "--timing-seconds",
+        "Most interleaved timing per trial (stops earlier once the interval is tight enough).",
+        "12",
+    ),
+    timing_target: float = _opt(
+        "--timing-target",
+        "Stop timing once the speedup's 95% interval is within +-this fraction.",
+        "0.02",
+    ),
+    objective: str = _opt(
+        "--objective",
+        "throughput (batches of the eval data) or latency (batch size 1, p50 ratio; p90 recorded).",
+        "throughput",
+    ),
     threads: int = _opt("--threads", "onnxruntime intra-op threads for every model timed.", "1"),
     presets: bool = typer.Option(
         None,

@@ -1,31 +1,47 @@
 """Speed: paired, interleaved timing of a candidate against the fp32 baseline on one worker.
 
-Both models run on the same real batches, alternating (ABBA order), so slow drifts of the
-machine hit both alike; the speedup is the median of per-pair time ratios, with a bootstrap
-95% interval. This is the first version: the stable-throughput issue widens the interval to
-hold across runs and adds load detection.
+Both models run on the same real batches, alternating which goes first (ABBA), so slow drifts
+of the machine hit both alike. Pairs are grouped in blocks; the speedup is the geometric mean
+of the pair ratios and its 95% interval comes from the spread between blocks (`search.stats`),
+never narrower than the run-to-run drift floor. Timing stops as soon as the interval is
+tight enough (`target`) or the time budget ends.
+
+Other processes' CPU use is read from /proc/stat during every block. Blocks measured while
+another process held more than `load_threshold` of a core are left out of the estimate when
+enough clean blocks remain (timing goes on to get them); otherwise all blocks are used, the
+interval is doubled, and the measurement is flagged as loaded. It is never silently trusted.
 """
 
 from __future__ import annotations
 
+import math
+import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
+from search.stats import Estimate, block_estimate
 from search.tasks.base import Batch
+
+OBJECTIVES = ("throughput", "latency")
 
 
 @dataclass(frozen=True)
 class TimingSettings:
     """How speed is measured; recorded with every trial."""
 
-    seconds: float = 6.0  # interleaved timing budget per trial, after warm-up
-    warmup_runs: int = 2  # untimed runs of each model (on the first batches) before timing
-    min_pairs: int = 6
+    seconds: float = 12.0  # most interleaved timing per measurement, after warm-up
+    target: float = 0.02  # stop once the interval's relative half-width is at most this
+    block_pairs: int = 3  # pairs per block (latency: x8, single examples are short)
+    min_blocks: int = 4
+    warmup_runs: int = 2  # untimed runs of each model before timing
     threads: int = 1  # intra-op threads of every session
+    floor: float = 0.01  # smallest relative half-width: run-to-run drift (see benchmarks/)
+    load_threshold: float = 0.3  # other processes' CPU use, in cores, that flags a block
+    objective: str = "throughput"  # or "latency": batch size 1, p50 ratio
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -33,15 +49,60 @@ class TimingSettings:
 
 @dataclass(frozen=True)
 class Speedup:
-    ratio: float  # median of baseline_time / candidate_time over pairs
-    low: float  # bootstrap 95% interval of that median
+    ratio: float  # baseline time / candidate time (geometric mean over pairs)
+    low: float  # 95% interval
     high: float
     pairs: int
+    blocks: int
     baseline_sps: float  # samples per second
     candidate_sps: float
+    seconds: float  # timing spent, warm-up excluded
+    stopped: str  # "target", "budget"
+    other_load: float  # mean CPU use of other processes during timing, in cores
+    loaded: bool  # some blocks ran under load: see the module docstring
+    loaded_blocks: int
+    baseline_p50_ms: float
+    baseline_p90_ms: float
+    candidate_p50_ms: float
+    candidate_p90_ms: float
+
+    @property
+    def rel_half_width(self) -> float:
+        return (self.high - self.low) / (2 * self.ratio)
 
     def to_dict(self) -> dict:
         return {k: round(v, 5) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+
+class LoadProbe:
+    """CPU time used by other processes between `start` and `stop`, in cores."""
+
+    def __init__(self) -> None:
+        self._tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        self._start: tuple[float, float, float] | None = None
+
+    def _busy_seconds(self) -> float | None:
+        try:
+            fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+        except OSError:
+            return None
+        values = [int(v) for v in fields]
+        idle = values[3] + (values[4] if len(values) > 4 else 0)
+        return (sum(values[:8]) - idle) / self._tick
+
+    def start(self) -> None:
+        self._start = (time.perf_counter(), time.process_time(), self._busy_seconds() or 0.0)
+
+    def stop(self) -> float:
+        if self._start is None:
+            return 0.0
+        wall0, own0, busy0 = self._start
+        busy = self._busy_seconds()
+        if busy is None:
+            return 0.0
+        wall = max(time.perf_counter() - wall0, 1e-9)
+        own = time.process_time() - own0
+        return max(0.0, (busy - busy0 - own) / wall)
 
 
 def make_session(model_path: Path, options=None):
@@ -56,59 +117,102 @@ def make_session(model_path: Path, options=None):
     )
 
 
-def _run_seconds(session, batch: Batch) -> float:
-    start = time.perf_counter()
+def _timed(session, batch: Batch, clock: Callable[[], float]) -> float:
+    start = clock()
     session.run(None, batch.inputs)
-    return time.perf_counter() - start
+    return clock() - start
 
 
-def bootstrap_median(
-    values: np.ndarray, resamples: int = 2000, seed: int = 0
-) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of the median."""
-    if len(values) < 2:
-        v = float(values[0]) if len(values) else float("nan")
-        return v, v
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(values), size=(resamples, len(values)))
-    medians = np.median(values[idx], axis=1)
-    return float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))
+def estimate_blocks(
+    logs: Sequence[float], loads: Sequence[float], settings: TimingSettings
+) -> tuple[Estimate, int]:
+    """The estimate from clean blocks if there are enough, else from all, widened."""
+    clean = [x for x, load in zip(logs, loads, strict=True) if load <= settings.load_threshold]
+    loaded = len(logs) - len(clean)
+    if len(clean) >= settings.min_blocks:
+        return block_estimate(clean, settings.floor), loaded
+    est = block_estimate(logs, settings.floor)
+    if loaded:
+        half = 2 * math.log(est.high / est.ratio)
+        est = Estimate(
+            est.ratio, est.ratio * math.exp(-half), est.ratio * math.exp(half), est.blocks
+        )
+    return est, loaded
 
 
 def paired_speedup(
-    baseline, candidate, batches: Sequence[Batch], settings: TimingSettings
+    baseline,
+    candidate,
+    batches: Sequence[Batch],
+    settings: TimingSettings,
+    clock: Callable[[], float] = time.perf_counter,
+    probe: LoadProbe | None = None,
 ) -> Speedup:
     """Speedup of `candidate` over `baseline`: interleaved runs on the same batches."""
+    probe = probe or LoadProbe()
     for i in range(settings.warmup_runs):
         batch = batches[i % len(batches)]
         baseline.run(None, batch.inputs)
         candidate.run(None, batch.inputs)
+    per_block = settings.block_pairs * (8 if settings.objective == "latency" else 1)
     base_t: list[float] = []
     cand_t: list[float] = []
+    logs: list[float] = []
+    loads: list[float] = []
     samples = 0
-    deadline = time.perf_counter() + settings.seconds
+    started = clock()
+    stopped = "budget"
     i = 0
-    while time.perf_counter() < deadline or len(base_t) < settings.min_pairs:
-        batch = batches[i % len(batches)]
-        if i % 2 == 0:  # ABBA: alternate which model runs first
-            b = _run_seconds(baseline, batch)
-            c = _run_seconds(candidate, batch)
+    while True:
+        probe.start()
+        block: list[float] = []
+        for _ in range(per_block):
+            batch = batches[i % len(batches)]
+            if i % 2 == 0:  # ABBA: alternate which model runs first
+                b = _timed(baseline, batch, clock)
+                c = _timed(candidate, batch, clock)
+            else:
+                c = _timed(candidate, batch, clock)
+                b = _timed(baseline, batch, clock)
+            base_t.append(b)
+            cand_t.append(c)
+            block.append(math.log(b / c) if b > 0 and c > 0 else 0.0)
+            samples += len(batch)
+            i += 1
+        loads.append(probe.stop())
+        if settings.objective == "latency":  # block statistic: ratio of median latencies
+            b_med = float(np.median(base_t[-per_block:]))
+            c_med = float(np.median(cand_t[-per_block:]))
+            logs.append(math.log(b_med / c_med) if b_med > 0 and c_med > 0 else 0.0)
         else:
-            c = _run_seconds(candidate, batch)
-            b = _run_seconds(baseline, batch)
-        base_t.append(b)
-        cand_t.append(c)
-        samples += len(batch)
-        i += 1
+            logs.append(float(np.mean(block)))
+        if len(logs) < settings.min_blocks:
+            continue
+        est, loaded = estimate_blocks(logs, loads, settings)
+        if clock() - started >= settings.seconds:
+            break
+        clean_enough = len(logs) - loaded >= settings.min_blocks
+        if est.rel_half_width <= settings.target and clean_enough:
+            stopped = "target"
+            break
+    est, loaded = estimate_blocks(logs, loads, settings)
     base = np.asarray(base_t)
     cand = np.asarray(cand_t)
-    ratios = base / cand
-    low, high = bootstrap_median(ratios)
     return Speedup(
-        ratio=float(np.median(ratios)),
-        low=low,
-        high=high,
-        pairs=len(ratios),
-        baseline_sps=samples / float(base.sum()),
-        candidate_sps=samples / float(cand.sum()),
+        ratio=est.ratio,
+        low=est.low,
+        high=est.high,
+        pairs=len(base),
+        blocks=len(logs),
+        baseline_sps=samples / max(float(base.sum()), 1e-12),
+        candidate_sps=samples / max(float(cand.sum()), 1e-12),
+        seconds=clock() - started,
+        stopped=stopped,
+        other_load=float(np.mean(loads)),
+        loaded=loaded > 0,
+        loaded_blocks=loaded,
+        baseline_p50_ms=1000 * float(np.percentile(base, 50)),
+        baseline_p90_ms=1000 * float(np.percentile(base, 90)),
+        candidate_p50_ms=1000 * float(np.percentile(cand, 50)),
+        candidate_p90_ms=1000 * float(np.percentile(cand, 90)),
     )

@@ -18,7 +18,9 @@ from search.calibrate import CalibrationCache
 from search.config import QuantConfig, make_session_options
 from search.errors import TrialError
 from search.measure import Speedup, TimingSettings, make_session, paired_speedup
+from search.metrics import LABEL_METRICS
 from search.quantize import quantize
+from search.stats import paired_accuracy_difference
 from search.tasks.base import TextClassificationTask
 from search.worker import worker_info
 
@@ -71,6 +73,28 @@ class Evaluator:
         """fp32's score on the task's metric (1.0 for fidelity metrics, by definition)."""
         return self.task.score(self.fp32_outputs, self.fp32_outputs)
 
+    @property
+    def timing_batches(self):
+        if self.timing.objective == "latency":
+            return self.task.latency_batches
+        return self.task.timing_batches
+
+    def accuracy_difference(self, outputs) -> dict:
+        """Paired difference from fp32 on the same examples (label metrics only)."""
+        refs = self.task.eval_references
+        if self.task.metric not in LABEL_METRICS or refs is None:
+            return {}
+        d = paired_accuracy_difference(
+            outputs.argmax(-1) == refs, self.fp32_outputs.argmax(-1) == refs
+        )
+        return {
+            "accuracy_diff": d.diff,
+            "accuracy_diff_low": d.low,
+            "accuracy_diff_high": d.high,
+            "mcnemar_p": d.mcnemar_p,
+            "discordant_examples": d.discordant,
+        }
+
     def options_gain(self, config: QuantConfig) -> Speedup | None:
         """fp32's own speedup under the candidate's session options (None for the defaults):
         the share of a trial's speedup owed to the options rather than to quantization."""
@@ -82,7 +106,7 @@ class Evaluator:
                 self.task.model_path, config.session_options(self.timing.threads)
             )
             self._options_gain[key] = paired_speedup(
-                self.baseline, session, self.task.timing_batches, self.timing
+                self.baseline, session, self.timing_batches, self.timing
             )
         return self._options_gain[key]
 
@@ -114,7 +138,8 @@ class Evaluator:
                 raise TrialError(f"onnxruntime could not load the model: {_reason(exc)}") from exc
             t = time.perf_counter()
             try:
-                accuracy = self.task.score(self.task.outputs(session), self.fp32_outputs)
+                outputs = self.task.outputs(session)
+                accuracy = self.task.score(outputs, self.fp32_outputs)
             except TrialError:
                 raise
             except Exception as exc:  # noqa: BLE001
@@ -123,7 +148,7 @@ class Evaluator:
             if not math.isfinite(accuracy):
                 raise TrialError(f"accuracy is {accuracy}")
             t = time.perf_counter()
-            speed = paired_speedup(self.baseline, session, self.task.timing_batches, self.timing)
+            speed = paired_speedup(self.baseline, session, self.timing_batches, self.timing)
             gain = self.options_gain(config)
             phases["timing"] = time.perf_counter() - t
             if not math.isfinite(speed.ratio) or speed.ratio <= 0:
@@ -137,6 +162,8 @@ class Evaluator:
                 "speedup_low": speed.low,
                 "speedup_high": speed.high,
                 "timing": speed.to_dict(),
+                "loaded": speed.loaded,
+                **self.accuracy_difference(outputs),
                 "fp32_options_speedup": gain.ratio if gain else 1.0,
                 "model_size_mb": round(size_mb, 3),
                 "model_size_fp32_mb": round(self.fp32_size_mb, 3),

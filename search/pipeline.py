@@ -15,7 +15,7 @@ import optuna
 
 from search.config import optimum_dynamic_presets
 from search.errors import QsearchError
-from search.measure import TimingSettings
+from search.measure import OBJECTIVES, TimingSettings
 from search.metrics import METRICS
 from search.objective import Evaluator
 from search.report import write_report
@@ -41,7 +41,9 @@ class RunSettings:
     study: str | None = None
     storage: str | None = None
     max_drop: float = 0.01
-    timing_seconds: float = 6.0
+    timing_seconds: float = 12.0
+    timing_target: float = 0.02
+    objective: str = "throughput"
     threads: int = 1
     presets: bool = True
     report: bool = True
@@ -71,6 +73,14 @@ class RunSettings:
             raise QsearchError(f"--max-drop must be a fraction in [0, 1), but got {self.max_drop}")
         if self.timing_seconds <= 0:
             raise QsearchError(f"--timing-seconds must be positive, but got {self.timing_seconds}")
+        if self.objective not in OBJECTIVES:
+            raise QsearchError(
+                f"--objective must be one of {', '.join(OBJECTIVES)}, but got {self.objective!r}"
+            )
+        if not 0 < self.timing_target < 1:
+            raise QsearchError(
+                f"--timing-target must be a fraction in (0, 1), but got {self.timing_target}"
+            )
         if self.threads < 1:
             raise QsearchError(f"--threads must be at least 1, but got {self.threads}")
         if self.study is not None:
@@ -139,7 +149,12 @@ class Search:
     def __post_init__(self) -> None:
         self.evaluator = Evaluator(
             self.task,
-            TimingSettings(seconds=self.settings.timing_seconds, threads=self.settings.threads),
+            TimingSettings(
+                seconds=self.settings.timing_seconds,
+                target=self.settings.timing_target,
+                threads=self.settings.threads,
+                objective=self.settings.objective,
+            ),
         )
         if "fp32_accuracy" not in self.study.user_attrs:
             self.study.set_user_attr("fp32_accuracy", self.evaluator.fp32_accuracy)
@@ -163,6 +178,7 @@ class Search:
             strategy.sampler(),
             strategy.name,
             allow_new_space=settings.continue_with_new_space,
+            objective=settings.objective,
         )
         study.set_user_attr("settings", settings.to_dict())
         study.set_user_attr("metric", task.metric)

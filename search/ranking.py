@@ -3,8 +3,8 @@
 Both objectives (accuracy, speedup) are maximized. The beam keeps configs in this order:
 
 1. configs whose accuracy drop from fp32 is within the tolerance (`--max-drop`, default 1
-   point) come first, fastest first: within the tolerance, accuracy differences are mostly
-   noise (one standard error is ~1.2 points on 1,000 examples), so they are not used to rank;
+   point) come first, fastest first; configs whose speedup intervals overlap are ties
+   (`search.stats.tie_groups`), and a tie is broken by accuracy, then speedup;
 2. then the configs that lose more, by Pareto front (non-dominated sorting: front 0 is the
    frontier of those configs, front 1 the frontier once front 0 is removed, ...), then by
    speedup, then by accuracy.
@@ -18,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
+from search.stats import tie_groups
 
 
 def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
@@ -52,15 +54,24 @@ def non_dominated(points: Sequence[Sequence[float]]) -> list[int]:
 
 
 def beam_order(
-    points: Sequence[tuple[float, float]], fp32_accuracy: float, max_drop: float
+    points: Sequence[tuple[float, float]],
+    fp32_accuracy: float,
+    max_drop: float,
+    intervals: Sequence[tuple[float, float]] | None = None,
 ) -> list[int]:
-    """Indices of (accuracy, speedup) points in the beam's order (best first)."""
+    """Indices of (accuracy, speedup) points in the beam's order (best first);
+    `intervals` are the speedups' (low, high), for ties (none given: no ties)."""
     accurate = [fp32_accuracy - a <= max_drop + 1e-12 for a, _ in points]
     rest = [i for i in range(len(points)) if not accurate[i]]
     fronts = dict(zip(rest, pareto_fronts([points[i] for i in rest]), strict=True))
+    good = [i for i in range(len(points)) if accurate[i]]
+    spans = intervals or [(s, s) for _, s in points]
+    ties = dict(zip(good, tie_groups([(points[i][1], *spans[i]) for i in good]), strict=True))
 
     def key(i: int) -> tuple:
         accuracy, speedup = points[i]
-        return (0, 0, -speedup, -accuracy) if accurate[i] else (1, fronts[i], -speedup, -accuracy)
+        if accurate[i]:
+            return (0, ties[i], -accuracy, -speedup)
+        return (1, fronts[i], -speedup, -accuracy)
 
     return sorted(range(len(points)), key=key)

@@ -77,6 +77,7 @@ def open_study(
     sampler: optuna.samplers.BaseSampler | None,
     strategy: str,
     allow_new_space: bool = False,
+    objective: str = "throughput",
 ) -> optuna.Study:
     check_study_name(name)
     url = storage or default_storage(name)
@@ -88,6 +89,11 @@ def open_study(
         load_if_exists=True,
     )
     attrs = study.user_attrs
+    if attrs.get("objective", objective) != objective and not allow_new_space:
+        raise StorageError(
+            f"study {name!r} in {url} measures {attrs['objective']} speed, not {objective}; "
+            f"use another --study name"
+        )
     if "space_digest" in attrs and attrs["space_digest"] != space.digest and not allow_new_space:
         raise StorageError(
             f"study {name!r} in {url} was searched with space {attrs.get('space_name')!r} "
@@ -101,7 +107,9 @@ def open_study(
             f"({attrs['task'].get('model')}); use another --study name"
         )
     if not attrs:
-        study.set_metric_names([task_description.get("metric", METRICS[0]), METRICS[1]])
+        speed = METRICS[1] if objective == "throughput" else "latency_speedup"
+        study.set_metric_names([task_description.get("metric", METRICS[0]), speed])
+        study.set_user_attr("objective", objective)
         study.set_user_attr("space_name", space.name)
         study.set_user_attr("space_source", space.source)
         study.set_user_attr("space_digest", space.digest)

@@ -37,7 +37,12 @@ SECTIONS: dict[str, dict[str, str]] = {
         "presets": "presets",
         "storage": "storage",
     },
-    "measure": {"timing_seconds": "timing_seconds", "threads": "threads"},
+    "measure": {
+        "timing_seconds": "timing_seconds",
+        "timing_target": "timing_target",
+        "objective": "objective",
+        "threads": "threads",
+    },
 }
 PATH_FIELDS = {"model", "tokenizer", "task_dir", "data"}
 TYPES = {

@@ -111,3 +111,12 @@ def test_beam_order_ranks_accurate_configs_by_speed_then_the_rest_by_front():
         (0.70, 2.1),  # 5 dominated by 4
     ]
     assert beam_order(points, fp32, max_drop=0.01) == [1, 2, 0, 3, 4, 5]
+
+
+def test_beam_order_breaks_ties_of_overlapping_speedups_by_accuracy():
+    from search.ranking import beam_order
+
+    points = [(0.795, 2.00), (0.805, 1.97), (0.80, 1.50)]
+    intervals = [(1.95, 2.05), (1.92, 2.02), (1.45, 1.55)]
+    assert beam_order(points, 0.80, 0.01) == [0, 1, 2]  # without intervals: by speed
+    assert beam_order(points, 0.80, 0.01, intervals) == [1, 0, 2]  # a tie: accuracy decides

@@ -9,11 +9,12 @@ import pytest
 
 from search.config import QuantConfig
 from search.errors import TrialError
-from search.measure import TimingSettings, bootstrap_median
+from search.measure import TimingSettings
 from search.objective import Evaluator
 from search.runner import evaluate_into
+from search.stats import bootstrap_median
 
-FAST = TimingSettings(seconds=0.3, warmup_runs=1, min_pairs=3)
+FAST = TimingSettings(seconds=0.3, warmup_runs=1, block_pairs=2, min_blocks=2)
 
 
 @pytest.fixture(scope="module")
@@ -29,7 +30,9 @@ def test_dynamic_trial_quantizes_scores_and_times_against_fp32(evaluator, tiny_t
     assert 0.0 <= result.accuracy <= 1.0 and result.speedup > 0
     assert a["speedup_low"] <= result.speedup <= a["speedup_high"]
     assert a["model_size_mb"] < a["model_size_fp32_mb"] / 2  # Gather quantizes the embeddings
-    assert a["timing"]["pairs"] >= 3
+    assert a["timing"]["pairs"] >= 4 and a["timing"]["blocks"] >= 2
+    assert a["accuracy_diff_low"] <= a["accuracy_diff"] <= a["accuracy_diff_high"]
+    assert a["accuracy_diff"] == pytest.approx(result.accuracy - a["accuracy_fp32"])
     assert a["worker"]["cpu"] and "onnxruntime" in a["worker"]
     assert set(a["phase_seconds"]) == {"calibrate", "quantize", "accuracy", "timing"}
     assert a["accuracy_fp32"] == pytest.approx(evaluator.fp32_accuracy)

@@ -55,7 +55,14 @@ class BeamSearch(Strategy):
     def top(self, keys: list[str], done: dict[str, Record], fp32_accuracy: float) -> list[str]:
         complete = [k for k in keys if done[k].state == TrialState.COMPLETE]
         points = [done[k].values for k in complete]
-        order = beam_order(points, fp32_accuracy, self.max_drop)
+        intervals = [
+            (
+                done[k].attrs.get("speedup_low", done[k].values[1]),
+                done[k].attrs.get("speedup_high", done[k].values[1]),
+            )
+            for k in complete
+        ]
+        order = beam_order(points, fp32_accuracy, self.max_drop, intervals)
         return [complete[i] for i in order[: self.width]]
 
     def next_round(self, study: optuna.Study, space: SearchSpace) -> Round:

@@ -172,6 +172,16 @@ class TextClassificationTask:
         return full or self._batches(range(count))
 
     @cached_property
+    def latency_batches(self) -> list[Batch]:
+        """Single real examples (batch size 1, no padding) for latency timing."""
+        count = min(len(self.eval_texts), 8 * self.timing_batches_count)
+        saved, self.batch_size = self.batch_size, 1
+        try:
+            return self._batches(range(count))
+        finally:
+            self.batch_size = saved
+
+    @cached_property
     def calibration_rows(self) -> list[dict[str, list[int]]]:
         """Packed fixed-length rows of real sentences, attention mask all ones."""
         tok = self.tokenizer

@@ -1,0 +1,153 @@
+"""The statistics behind every number qsearch reports: speedup intervals from blocks of paired
+runs, paired accuracy differences, and ties. Pure functions, so they are tested exactly.
+
+Why blocks: consecutive pair ratios are not independent (the machine's state drifts, a
+neighbour process comes and goes), so an interval from individual pairs is far too narrow (on
+this machine: +-1% within a run while separate runs spread 1.70x-1.90x). The interval here is
+a t-interval over per-block mean log-ratios, widened to at least `floor`: the run-to-run drift
+that no single run can see, measured by `benchmarks/measurement_stability.py`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+# Two-sided 97.5% quantiles of Student's t for 1..30 degrees of freedom (then ~normal).
+_T975 = [
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+]
+
+
+def t975(df: int) -> float:
+    if df < 1:
+        return float("inf")
+    return _T975[df - 1] if df <= len(_T975) else 1.96 + 2.4 / df
+
+
+@dataclass(frozen=True)
+class Estimate:
+    ratio: float  # geometric mean of the block ratios
+    low: float
+    high: float
+    blocks: int
+
+    @property
+    def rel_half_width(self) -> float:
+        return (self.high - self.low) / (2 * self.ratio) if self.ratio > 0 else float("inf")
+
+
+def block_estimate(block_log_ratios: Sequence[float], floor: float = 0.0) -> Estimate:
+    """Speedup and 95% interval from per-block mean log-ratios (baseline time / candidate)."""
+    logs = np.asarray(block_log_ratios, dtype=float)
+    k = len(logs)
+    if k == 0:
+        return Estimate(float("nan"), float("nan"), float("nan"), 0)
+    mean = float(np.mean(logs))
+    half = t975(k - 1) * float(np.std(logs, ddof=1)) / math.sqrt(k) if k > 1 else float("inf")
+    half = max(half, math.log1p(floor))
+    return Estimate(math.exp(mean), math.exp(mean - half), math.exp(mean + half), k)
+
+
+def bootstrap_median(
+    values: np.ndarray, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of the median."""
+    values = np.asarray(values, dtype=float)
+    if len(values) < 2:
+        v = float(values[0]) if len(values) else float("nan")
+        return v, v
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(values), size=(resamples, len(values)))
+    medians = np.median(values[idx], axis=1)
+    return float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Candidate minus fp32 accuracy on the same examples, with its interval."""
+
+    diff: float
+    low: float
+    high: float
+    mcnemar_p: float  # exact two-sided McNemar test on the discordant examples
+    discordant: int
+
+
+def paired_accuracy_difference(
+    candidate_correct: np.ndarray, fp32_correct: np.ndarray, resamples: int = 2000, seed: int = 0
+) -> PairedDifference:
+    """Paired bootstrap over examples: far narrower than two separate accuracy intervals,
+    because most examples are right (or wrong) for both models."""
+    a = np.asarray(candidate_correct, dtype=float)
+    b = np.asarray(fp32_correct, dtype=float)
+    per_example = a - b
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(per_example), size=(resamples, len(per_example)))
+    means = per_example[idx].mean(axis=1)
+    gained = int(np.sum((a == 1) & (b == 0)))
+    lost = int(np.sum((a == 0) & (b == 1)))
+    return PairedDifference(
+        diff=float(per_example.mean()),
+        low=float(np.percentile(means, 2.5)),
+        high=float(np.percentile(means, 97.5)),
+        mcnemar_p=mcnemar_exact(gained, lost),
+        discordant=gained + lost,
+    )
+
+
+def mcnemar_exact(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value (binomial test of b against b + c at one half)."""
+    n = b + c
+    if n == 0:
+        return 1.0
+    k = min(b, c)
+    tail = sum(math.comb(n, i) for i in range(k + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+def tie_groups(intervals: Sequence[tuple[float, float, float]]) -> list[int]:
+    """Group (value, low, high) by overlapping intervals, best value first: a config ties with
+    the best of its group when its interval reaches that one's. Returns a group per item."""
+    order = sorted(range(len(intervals)), key=lambda i: -intervals[i][0])
+    group = [0] * len(intervals)
+    current, leader_low = -1, None
+    for i in order:
+        _, low, high = intervals[i]
+        if leader_low is None or high < leader_low:
+            current += 1
+            leader_low = low
+        group[i] = current
+    return group

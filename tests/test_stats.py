@@ -1,0 +1,132 @@
+"""Statistics of speed and accuracy, on synthetic data with known answers (no timing)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from search.measure import TimingSettings, paired_speedup
+from search.stats import (
+    block_estimate,
+    mcnemar_exact,
+    paired_accuracy_difference,
+    tie_groups,
+)
+from search.tasks.base import Batch
+
+
+def test_block_interval_covers_the_true_ratio_about_95_percent_of_the_time():
+    rng = np.random.default_rng(1)
+    hits = 0
+    for _ in range(400):
+        logs = rng.normal(math.log(2.0), 0.05, size=8)
+        est = block_estimate(logs)
+        hits += est.low <= 2.0 <= est.high
+    assert 0.91 <= hits / 400 <= 0.99
+
+
+def test_block_interval_widens_with_spread_and_never_below_the_floor():
+    rng = np.random.default_rng(2)
+    tight = block_estimate(rng.normal(0.5, 0.01, 10))
+    wide = block_estimate(rng.normal(0.5, 0.10, 10))
+    assert wide.rel_half_width > 3 * tight.rel_half_width
+    flat = block_estimate([0.5] * 6, floor=0.015)
+    assert flat.rel_half_width == pytest.approx(0.015, rel=0.02)
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+class FakeSession:
+    """A model whose every run takes `seconds` (plus jitter) of fake time."""
+
+    def __init__(self, clock, seconds, jitter=0.0, seed=0):
+        self.clock, self.seconds, self.jitter = clock, seconds, jitter
+        self.rng = np.random.default_rng(seed)
+
+    def run(self, _names, _inputs):
+        self.clock.now += self.seconds * math.exp(self.rng.normal(0, self.jitter))
+
+
+class FakeProbe:
+    def __init__(self, loads):
+        self.loads = iter(loads)
+
+    def start(self):
+        pass
+
+    def stop(self):
+        return next(self.loads, 0.0)
+
+
+BATCHES = [Batch({"x": np.zeros((4, 2))}, np.arange(4))]
+
+
+def measure(jitter, settings, loads=()):
+    clock = FakeClock()
+    base = FakeSession(clock, 0.2, jitter, seed=1)
+    cand = FakeSession(clock, 0.1, jitter, seed=2)
+    return paired_speedup(base, cand, BATCHES, settings, clock=clock, probe=FakeProbe(loads))
+
+
+def test_timing_stops_at_the_target_when_runs_are_steady():
+    result = measure(0.005, TimingSettings(seconds=60, target=0.02, floor=0.0))
+    assert result.stopped == "target" and result.blocks == 4
+    assert result.low <= 2.0 <= result.high
+    assert result.seconds < 60
+
+
+def test_timing_runs_to_the_budget_when_runs_are_noisy():
+    result = measure(0.3, TimingSettings(seconds=20, target=0.02, floor=0.0))
+    assert result.stopped == "budget" and result.seconds >= 20
+    assert result.rel_half_width > 0.02
+
+
+def test_loaded_blocks_are_flagged_left_out_and_replaced():
+    loads = [0.0, 0.9, 0.0, 0.9, 0.0, 0.0, 0.0, 0.0]
+    result = measure(0.005, TimingSettings(seconds=60, target=0.02, floor=0.0), loads)
+    assert result.loaded and result.loaded_blocks == 2
+    assert result.blocks == 6  # timing went on until four clean blocks
+    assert result.stopped == "target"
+
+
+def test_a_measurement_under_load_throughout_is_widened():
+    settings = TimingSettings(seconds=5, target=0.02, floor=0.0)
+    clean = measure(0.05, settings)
+    loaded = measure(0.05, settings, loads=[0.9] * 1000)
+    assert loaded.loaded and not clean.loaded
+    assert loaded.rel_half_width > 1.5 * clean.rel_half_width
+
+
+def test_latency_objective_reports_percentiles():
+    result = measure(0.01, TimingSettings(seconds=30, objective="latency", floor=0.0))
+    assert result.baseline_p50_ms == pytest.approx(200, rel=0.05)
+    assert result.candidate_p90_ms >= result.candidate_p50_ms
+    assert result.ratio == pytest.approx(2.0, rel=0.02)
+
+
+def test_ties_group_overlapping_intervals_best_first():
+    intervals = [(2.0, 1.95, 2.05), (1.97, 1.90, 2.02), (1.5, 1.45, 1.55), (1.52, 1.49, 1.56)]
+    groups = tie_groups(intervals)
+    assert groups[0] == groups[1] == 0
+    assert groups[2] == groups[3] == 1
+
+
+def test_mcnemar_and_paired_difference():
+    assert mcnemar_exact(0, 0) == 1.0
+    assert mcnemar_exact(10, 10) == pytest.approx(1.0)
+    assert mcnemar_exact(0, 10) == pytest.approx(2 / 1024)
+    fp32 = np.array([1] * 900 + [0] * 100)
+    cand = fp32.copy()
+    cand[:30] = 0  # loses 30 examples the fp32 model got right
+    d = paired_accuracy_difference(cand, fp32)
+    assert d.diff == pytest.approx(-0.03)
+    assert d.high < 0 and d.discordant == 30 and d.mcnemar_p < 1e-6
+    # the paired interval is much narrower than two independent accuracy intervals
+    independent = 2 * 1.96 * math.sqrt(2 * 0.9 * 0.1 / 1000)
+    assert d.high - d.low < independent / 2
