@@ -128,6 +128,12 @@ def run(
         show_default="presets",
         help="Also measure Optimum's dynamic CPU presets (avx2, avx512, avx512_vnni, arm64).",
     ),
+    confirm: bool = typer.Option(
+        None,
+        "--confirm/--no-confirm",
+        show_default="confirm",
+        help="Re-time the frontier (and configs within its intervals) at the end.",
+    ),
     report: bool = typer.Option(
         True, "--report/--no-report", help="Write reports/<study>.html at the end."
     ),
@@ -287,6 +293,77 @@ def export(
         console.print(
             f"Exported trial {result.trial} to {result.path}: {task.metric} "
             f"{result.measured:.4f} re-measured (recorded {result.recorded:.4f})."
+        )
+
+
+@app.command()
+def measure(
+    study: str = typer.Option(None, "--study", help="Study of the trial (and of the task)."),
+    trial: int = typer.Option(None, "--trial", help="Trial number to re-measure."),
+    config: Path = typer.Option(
+        None,
+        "--config",
+        help="A config as JSON (a trial's `config` "
+        "attribute, or QuantConfig.to_json()); on the default task "
+        "unless --study is given.",
+    ),
+    storage: str = StorageOpt,
+    seconds: float = typer.Option(12.0, "--seconds", help="Most interleaved timing."),
+    threads: int = typer.Option(1, "--threads", help="onnxruntime intra-op threads."),
+    objective: str = typer.Option("throughput", "--objective", help="throughput or latency."),
+    as_json: bool = typer.Option(False, "--json", help="Print one machine-readable line."),
+) -> None:
+    """Re-measure the speedup of one config over fp32 on this machine, with its interval."""
+    import json
+
+    from search.config import QuantConfig
+    from search.errors import ConfigError
+    from search.export import choose_trial
+    from search.measure import OBJECTIVES, TimingSettings
+    from search.objective import Evaluator
+    from search.pipeline import task_for_study
+    from search.quantize import quiet_libraries
+    from search.study import load_study
+    from search.tasks.default import default_task
+
+    with user_errors():
+        if objective not in OBJECTIVES:
+            raise QsearchError(
+                f"--objective must be one of {', '.join(OBJECTIVES)}, but got {objective!r}"
+            )
+        if (trial is None) == (config is None):
+            raise QsearchError("measure needs either --study NAME --trial N, or --config FILE")
+        loaded = load_study(study, storage) if study else None
+        if trial is not None:
+            if loaded is None:
+                raise QsearchError("--trial needs --study")
+            chosen = QuantConfig.from_dict(choose_trial(loaded, trial, False).user_attrs["config"])
+        else:
+            try:
+                chosen = QuantConfig.from_dict(json.loads(Path(config).read_text()))
+            except (OSError, json.JSONDecodeError, TypeError) as exc:
+                raise ConfigError(
+                    f"--config `{config}` must be a JSON config file: {exc}"
+                ) from None
+        quiet_libraries()
+        task = task_for_study(loaded) if loaded else default_task()
+        timing = TimingSettings(seconds=seconds, threads=threads, objective=objective)
+        evaluator = Evaluator(task, timing)
+        try:
+            speed = evaluator.retime(chosen)
+        except Exception as exc:  # noqa: BLE001 - one config failing is the answer here
+            raise QsearchError(f"the config failed: {exc}") from None
+        finally:
+            evaluator.close()
+        if as_json:
+            print(json.dumps({"config": chosen.to_dict(), "task": task.name, **speed.to_dict()}))
+            return
+        console.print(
+            f"{chosen.describe()}\n{objective} speedup {speed.ratio:.3f}x "
+            f"(95% interval {speed.low:.3f}-{speed.high:.3f}, {speed.pairs} pairs in "
+            f"{speed.blocks} blocks, stopped at {speed.stopped}); fp32 "
+            f"{speed.baseline_sps:.1f} samples/s, candidate {speed.candidate_sps:.1f} samples/s"
+            + ("; [yellow]measured under load[/]" if speed.loaded else "")
         )
 
 

@@ -110,32 +110,43 @@ class Evaluator:
             )
         return self._options_gain[key]
 
+    def _load(self, config: QuantConfig, out: Path, phases: dict[str, float]):
+        """Calibrate, quantize and load `config`: (session, model size in MB)."""
+        t = time.perf_counter()
+        try:
+            ranges = self.calibration.ranges(config)
+        except TrialError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any library failure fails the trial only
+            raise TrialError(f"calibration ({config.calibration}) failed: {_reason(exc)}") from exc
+        phases["calibrate"] = time.perf_counter() - t
+        t = time.perf_counter()
+        try:
+            path = quantize(config, self.task.model_path, out, ranges)
+        except Exception as exc:  # noqa: BLE001
+            raise TrialError(f"quantization failed: {_reason(exc)}") from exc
+        phases["quantize"] = time.perf_counter() - t
+        try:
+            session = make_session(path, config.session_options(self.timing.threads))
+        except Exception as exc:  # noqa: BLE001
+            raise TrialError(f"onnxruntime could not load the model: {_reason(exc)}") from exc
+        return session, path.stat().st_size / 1e6
+
+    def retime(self, config: QuantConfig) -> Speedup:
+        """A fresh, independent speed measurement of `config` (confirmation, `measure`)."""
+        out = Path(tempfile.mkdtemp(prefix="retime-", dir=self.workdir))
+        try:
+            session, _ = self._load(config, out, {})
+            return paired_speedup(self.baseline, session, self.timing_batches, self.timing)
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+
     def evaluate(self, config: QuantConfig) -> TrialResult:
         started = time.perf_counter()
         phases: dict[str, float] = {}
         out = Path(tempfile.mkdtemp(prefix="trial-", dir=self.workdir))
         try:
-            t = time.perf_counter()
-            try:
-                ranges = self.calibration.ranges(config)
-            except TrialError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - any library failure fails the trial only
-                raise TrialError(
-                    f"calibration ({config.calibration}) failed: {_reason(exc)}"
-                ) from exc
-            phases["calibrate"] = time.perf_counter() - t
-            t = time.perf_counter()
-            try:
-                path = quantize(config, self.task.model_path, out, ranges)
-            except Exception as exc:  # noqa: BLE001
-                raise TrialError(f"quantization failed: {_reason(exc)}") from exc
-            phases["quantize"] = time.perf_counter() - t
-            size_mb = path.stat().st_size / 1e6
-            try:
-                session = make_session(path, config.session_options(self.timing.threads))
-            except Exception as exc:  # noqa: BLE001
-                raise TrialError(f"onnxruntime could not load the model: {_reason(exc)}") from exc
+            session, size_mb = self._load(config, out, phases)
             t = time.perf_counter()
             try:
                 outputs = self.task.outputs(session)

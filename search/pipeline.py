@@ -14,6 +14,7 @@ from pathlib import Path
 import optuna
 
 from search.config import optimum_dynamic_presets
+from search.confirm import confirm_frontier
 from search.errors import QsearchError
 from search.measure import OBJECTIVES, TimingSettings
 from search.metrics import METRICS
@@ -46,6 +47,7 @@ class RunSettings:
     objective: str = "throughput"
     threads: int = 1
     presets: bool = True
+    confirm: bool = True
     report: bool = True
     task_dir: Path | None = None
     seed: int = 0
@@ -211,7 +213,7 @@ class Search:
                 evaluate_references(self.study, self.presets(), self.evaluator, on_trial)
             if on_stage:
                 on_stage("trials")
-            return run_search(
+            summary = run_search(
                 self.study,
                 self.space,
                 self.strategy,
@@ -221,6 +223,13 @@ class Search:
                 on_trial,
                 should_stop=should_stop,
             )
+            if self.settings.confirm and summary.stopped_because != "interrupted":
+                confirm_frontier(
+                    self.study,
+                    self.evaluator,
+                    on_config=(lambda n: on_stage(f"confirming #{n}")) if on_stage else None,
+                )
+            return summary
         finally:
             self.evaluator.close()
 

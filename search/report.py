@@ -17,6 +17,7 @@ import pandas as pd
 from optuna.trial import TrialState
 
 from search.ranking import non_dominated
+from search.stats import tie_groups
 from search.worker import describe_worker
 
 COLUMNS = [
@@ -35,25 +36,43 @@ COLUMNS = [
     "cpu",
     "seconds",
     "key",
+    "first_speedup",
+    "confirmed",
+    "loaded",
+    "acc_diff_low",
+    "acc_diff_high",
 ]
 
 
-def trial_rows(study: optuna.Study) -> pd.DataFrame:
-    """One row per evaluated config (duplicates left out), in trial order."""
+def trial_rows(study: optuna.Study, confirmed: bool = True) -> pd.DataFrame:
+    """One row per evaluated config (duplicates left out), in trial order. With `confirmed`,
+    a config re-measured at the end of the search shows its confirmation's speedup."""
+    from search.confirm import confirmations
+
+    checks = confirmations(study) if confirmed else {}
     rows = []
     for t in study.get_trials(deepcopy=False, states=[TrialState.COMPLETE]):
         a = t.user_attrs
         if a.get("duplicate_of") is not None or not t.values:
             continue
         fp32 = a.get("accuracy_fp32", study.user_attrs.get("fp32_accuracy", float("nan")))
+        check = checks.get(t.number) or {}
+        ok = "speedup" in check
         rows.append(
             {
                 "trial": t.number,
                 "accuracy": t.values[0],
                 "drop_points": round(100 * (fp32 - t.values[0]), 2),
-                "speedup": t.values[1],
-                "speedup_low": a.get("speedup_low", t.values[1]),
-                "speedup_high": a.get("speedup_high", t.values[1]),
+                "speedup": check["speedup"] if ok else t.values[1],
+                "speedup_low": check["low"] if ok else a.get("speedup_low", t.values[1]),
+                "speedup_high": check["high"] if ok else a.get("speedup_high", t.values[1]),
+                "first_speedup": t.values[1],
+                "confirmed": ok,
+                "loaded": bool(a.get("loaded", False) or check.get("loaded", False)),
+                "acc_diff_low": 100 * a["accuracy_diff_low"] if "accuracy_diff_low" in a else None,
+                "acc_diff_high": (
+                    100 * a["accuracy_diff_high"] if "accuracy_diff_high" in a else None
+                ),
                 "options_speedup": a.get("fp32_options_speedup", 1.0),
                 "size_mb": a.get("model_size_mb"),
                 "mode": (a.get("config") or {}).get("mode", ""),
@@ -74,7 +93,13 @@ def pareto_rows(study: optuna.Study) -> pd.DataFrame:
     if rows.empty:
         return rows
     front = non_dominated(rows[["accuracy", "speedup"]].to_numpy())
-    return rows.iloc[front].sort_values("speedup", ascending=False).reset_index(drop=True)
+    out = rows.iloc[front].sort_values("speedup", ascending=False).reset_index(drop=True)
+    groups = tie_groups(
+        list(zip(out["speedup"], out["speedup_low"], out["speedup_high"], strict=True))
+    )
+    sizes = pd.Series(groups).value_counts()
+    out["tie"] = [f"tie {g + 1}" if sizes[g] > 1 else "" for g in groups]
+    return out
 
 
 def failed_rows(study: optuna.Study) -> pd.DataFrame:
@@ -251,10 +276,14 @@ def render_html(study: optuna.Study, max_drop: float = 0.01) -> str:
             )
         )
     front = front.assign(
+        acc_interval=[
+            "" if pd.isna(lo) else f"{lo:+.1f} to {hi:+.1f}"
+            for lo, hi in zip(front["acc_diff_low"], front["acc_diff_high"], strict=True)
+        ],
         interval=[
             f"{lo:.3f}-{hi:.3f}"
             for lo, hi in zip(front["speedup_low"], front["speedup_high"], strict=True)
-        ]
+        ],
     )
     fmt = {
         "accuracy": "{:.4f}",
@@ -299,7 +328,13 @@ fp32 accuracy <b>{"" if fp32 is None else f"{fp32:.4f}"}</b>. Trials: {e(counts)
 batches on the same worker; the fp32 baseline uses onnxruntime's default session options.
 "options speedup" is fp32's own speedup under the candidate's session options, the part of
 a gain owed to the options rather than to quantization. "drop_points" is fp32 accuracy minus
-the config's, in points (negative: more accurate than fp32 on this evaluation set).</p>
+the config's, in points (negative: more accurate than fp32 on this evaluation set);
+"acc_interval" is the 95% interval of the paired accuracy difference (same examples, in
+points). Speedup intervals come from blocks of paired runs and never go below the measured
+run-to-run drift; frontier configs whose intervals overlap are marked as ties. "confirmed"
+configs were timed again at the end of the search and show that independent measurement
+("first_speedup" is the one the search saw). "loaded" marks a measurement during which
+another process used the CPU (its interval was widened or its loaded blocks dropped).</p>
 {figures[0] if figures else "<p>No finished trials yet.</p>"}
 <h2>Pareto frontier ({len(front)} configs)</h2>
 {
@@ -309,14 +344,19 @@ the config's, in points (negative: more accurate than fp32 on this evaluation se
                 "trial",
                 "accuracy",
                 "drop_points",
+                "acc_interval",
                 "speedup",
                 "interval",
+                "tie",
+                "confirmed",
+                "first_speedup",
+                "loaded",
                 "options_speedup",
                 "size_mb",
                 "config",
                 "reference",
             ],
-            fmt,
+            {**fmt, "first_speedup": "{:.3f}"},
         )
     }
 <h2>Search progress</h2>

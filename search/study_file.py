@@ -35,6 +35,7 @@ SECTIONS: dict[str, dict[str, str]] = {
         "max_drop": "max_drop",
         "seed": "seed",
         "presets": "presets",
+        "confirm": "confirm",
         "storage": "storage",
     },
     "measure": {
@@ -56,6 +57,7 @@ TYPES = {
     "max_drop": (int, float),
     "timing_seconds": (int, float),
     "presets": bool,
+    "confirm": bool,
 }
 
 

@@ -171,3 +171,48 @@ def test_a_study_searched_with_another_space_is_refused(workdir, tiny_task_dir):
     assert invoke(*base, "--space", "operators").exit_code == 0
     other = invoke(*base, "--space", "dynamic")
     assert other.exit_code == 2 and "--study" in other.output
+
+
+def test_frontier_is_confirmed_and_a_trial_can_be_re_measured(workdir, tiny_task_dir):
+    import json
+
+    from search.confirm import confirmations
+
+    result = invoke(
+        "run",
+        "--task-dir",
+        tiny_task_dir,
+        "--space",
+        "operators",
+        "--beam",
+        "2",
+        "--trials",
+        "3",
+        "--study",
+        "conf",
+        *FAST,
+    )
+    assert result.exit_code == 0, result.output
+    study = load(workdir, "conf")
+    checked = confirmations(study)
+    front = pareto_rows(study)
+    assert set(front["trial"]) <= set(checked)
+    assert front["confirmed"].all()
+    for number in front["trial"]:
+        assert front.set_index("trial").loc[number, "speedup"] == checked[number]["speedup"]
+
+    measured = invoke(
+        "measure",
+        "--study",
+        "conf",
+        "--trial",
+        int(front["trial"][0]),
+        "--seconds",
+        "0.2",
+        "--json",
+    )
+    assert measured.exit_code == 0, measured.output
+    line = json.loads(measured.output.strip().splitlines()[-1])
+    assert line["low"] <= line["ratio"] <= line["high"] and line["baseline_sps"] > 0
+    bad = invoke("measure", "--study", "conf")
+    assert bad.exit_code == 2 and "either --study NAME --trial N, or --config" in bad.output

@@ -1,0 +1,76 @@
+"""Confirmation: re-measure the frontier so a lucky measurement cannot put a config on it.
+
+The configs on the Pareto frontier, and those whose speedup interval reaches a frontier
+config's at no worse accuracy, are timed again, independently. The new measurement replaces
+the first in the frontier the report shows (the first one was selected for being high, so it
+is biased upward); both are kept. Confirmations live in the study's user attributes
+(`confirmations`), since a finished Optuna trial cannot be changed: the study stays the one
+record of the search.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import optuna
+import pandas as pd
+
+from search.config import QuantConfig
+from search.errors import TrialError
+from search.objective import Evaluator
+from search.ranking import non_dominated
+
+CONFIRMATIONS = "confirmations"
+MAX_CONFIRMED = 8
+
+
+def confirmations(study: optuna.Study) -> dict[int, dict]:
+    return {int(k): v for k, v in (study.user_attrs.get(CONFIRMATIONS) or {}).items()}
+
+
+def to_confirm(rows: pd.DataFrame, limit: int = MAX_CONFIRMED) -> list[int]:
+    """Trial numbers of the frontier and of configs within their intervals of it."""
+    if rows.empty:
+        return []
+    points = rows[["accuracy", "speedup"]].to_numpy()
+    front = rows.iloc[non_dominated(points)]
+    chosen = set(front["trial"])
+    for row in rows.itertuples():
+        for f in front.itertuples():
+            if row.accuracy >= f.accuracy - 1e-12 and row.speedup_high >= f.speedup_low:
+                chosen.add(row.trial)
+    ranked = rows[rows["trial"].isin(chosen)].sort_values("speedup", ascending=False)
+    return [int(t) for t in ranked["trial"].head(limit)]
+
+
+def confirm_frontier(
+    study: optuna.Study,
+    evaluator: Evaluator,
+    on_config: Callable[[int], None] | None = None,
+) -> dict[int, dict]:
+    """Re-time the configs `to_confirm` picks that are not confirmed yet; returns all."""
+    from search.report import trial_rows
+
+    done = confirmations(study)
+    rows = trial_rows(study, confirmed=False)
+    trials = study.get_trials(deepcopy=False)
+    for number in to_confirm(rows):
+        if number in done:
+            continue
+        if on_config:
+            on_config(number)
+        config = QuantConfig.from_dict(trials[number].user_attrs["config"])
+        try:
+            speed = evaluator.retime(config)
+        except TrialError as exc:
+            done[number] = {"error": str(exc)}
+        else:
+            done[number] = {
+                "speedup": speed.ratio,
+                "low": speed.low,
+                "high": speed.high,
+                "loaded": speed.loaded,
+                "pairs": speed.pairs,
+            }
+        study.set_user_attr(CONFIRMATIONS, {str(k): v for k, v in done.items()})
+    return done
