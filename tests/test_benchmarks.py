@@ -1,0 +1,30 @@
+"""The benchmarks' own code paths, scaled down to the tiny task (numbers are not checked:
+speed belongs to the benchmarks, these machines are noisy)."""
+
+import importlib.util
+from pathlib import Path
+
+from search.measure import TimingSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_measurement_stability_runs_three_methods_side_by_side(tiny_task):
+    bench = load("measurement_stability")
+    timing = TimingSettings(seconds=0.3, block_pairs=2, min_blocks=2, warmup_runs=1)
+    rows = bench.run_benchmark(
+        tiny_task, repeats=2, naive_seconds=0.1, timing=timing, progress=lambda _: None
+    )
+    assert [r["method"] for r in rows] == ["naive", "paired", "paired+load"]
+    for row in rows:
+        assert row["repeats"] == 2 and len(row["speedups"]) == 2
+        assert row["median_speedup"] > 0 and row["cv_percent"] >= 0
+    assert rows[0]["coverage"] is None
+    assert all(0 <= r["coverage"] <= 1 for r in rows[1:])
