@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install run prepare test lint format report dashboard clean
+.PHONY: install run prepare test lint format report dashboard bench-stability clean
 
 install: $(VENV)/.installed
 
@@ -45,6 +45,10 @@ report: install
 
 dashboard: install
 	$(BIN)/optuna-dashboard sqlite:///studies/minilm-sentiment-default-beam4.db --host 127.0.0.1
+
+# Minutes: the same (fp32, int8) pair measured R times three ways (see benchmarks/).
+bench-stability: install
+	$(BIN)/python benchmarks/measurement_stability.py --repeats 10
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
