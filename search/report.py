@@ -208,7 +208,7 @@ def _progress(study: optuna.Study, rows: pd.DataFrame, max_drop: float):
     fp32 = study.user_attrs.get("fp32_accuracy", rows["accuracy"].max() if len(rows) else 0)
     ordered = rows.sort_values("trial")
     accurate = ordered["accuracy"] >= fp32 - max_drop - 1e-12
-    best = ordered["speedup"].where(accurate).cummax()
+    best = ordered["speedup"].where(accurate).cummax().ffill()
     fig = go.Figure()
     fig.add_trace(
         go.Scatter(
