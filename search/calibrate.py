@@ -7,7 +7,9 @@ passed to each trial (`calibration_tensors_range`): identical logits, a fraction
 
 from __future__ import annotations
 
+import io
 import tempfile
+from contextlib import redirect_stdout
 from pathlib import Path
 
 from search.config import QuantConfig, quantizable_operators
@@ -72,7 +74,11 @@ def compute_ranges(task: TextClassificationTask, config: QuantConfig, batch_size
     model = Path(task.model_path)
     quantizer = ORTQuantizer.from_pretrained(model.parent, file_name=model.name)
     # fit() writes an augmented copy of the model; keep it out of the working directory.
-    with tempfile.TemporaryDirectory(prefix="qsearch-calib-") as tmp:
+    # onnxruntime's histogram calibrators print their progress; the search shows its own.
+    with (
+        tempfile.TemporaryDirectory(prefix="qsearch-calib-") as tmp,
+        redirect_stdout(io.StringIO()),
+    ):
         return quantizer.fit(
             dataset=dataset,
             calibration_config=calibration,

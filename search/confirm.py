@@ -47,16 +47,20 @@ def confirm_frontier(
     study: optuna.Study,
     evaluator: Evaluator,
     on_config: Callable[[int], None] | None = None,
+    limit: int = MAX_CONFIRMED,
 ) -> dict[int, dict]:
-    """Re-time the configs `to_confirm` picks that are not confirmed yet; returns all."""
+    """Re-time what `to_confirm` picks until the frontier, read with the confirmations, is
+    all confirmed (a confirmation that lowers a config can promote others), at most `limit`
+    new measurements; returns all confirmations."""
     from search.report import trial_rows
 
     done = confirmations(study)
-    rows = trial_rows(study, confirmed=False)
     trials = study.get_trials(deepcopy=False)
-    for number in to_confirm(rows):
-        if number in done:
-            continue
+    for _ in range(limit):
+        pending = [n for n in to_confirm(trial_rows(study), limit=10**6) if n not in done]
+        if not pending:
+            break
+        number = pending[0]
         if on_config:
             on_config(number)
         config = QuantConfig.from_dict(trials[number].user_attrs["config"])
