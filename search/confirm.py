@@ -19,13 +19,9 @@ from search.config import QuantConfig
 from search.errors import TrialError
 from search.objective import Evaluator
 from search.ranking import non_dominated
+from search.results import CONFIRMATIONS, confirmations, trial_rows
 
-CONFIRMATIONS = "confirmations"
 MAX_CONFIRMED = 8
-
-
-def confirmations(study: optuna.Study) -> dict[int, dict]:
-    return {int(k): v for k, v in (study.user_attrs.get(CONFIRMATIONS) or {}).items()}
 
 
 def to_confirm(rows: pd.DataFrame, limit: int = MAX_CONFIRMED) -> list[int]:
@@ -52,8 +48,6 @@ def confirm_frontier(
     """Re-time what `to_confirm` picks until the frontier, read with the confirmations, is
     all confirmed (a confirmation that lowers a config can promote others), at most `limit`
     new measurements; returns all confirmations."""
-    from search.report import trial_rows
-
     done = confirmations(study)
     trials = study.get_trials(deepcopy=False)
     for _ in range(limit):

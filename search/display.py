@@ -50,7 +50,7 @@ def announce_build() -> None:
 def search_with_progress(search):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from search.report import trial_rows
+    from search.results import trial_rows
 
     stop = {"asked": False}
 
@@ -99,7 +99,7 @@ def search_with_progress(search):
 
 
 def print_frontier(study) -> None:
-    from search.report import pareto_rows
+    from search.results import pareto_rows
 
     rows = pareto_rows(study)
     fp32 = study.user_attrs.get("fp32_accuracy")

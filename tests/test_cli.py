@@ -5,7 +5,7 @@ import pytest
 from typer.testing import CliRunner
 
 from search.cli import app
-from search.report import pareto_rows
+from search.results import pareto_rows
 from search.runner import evaluated_count
 from search.strategies.base import records
 
@@ -176,7 +176,7 @@ def test_a_study_searched_with_another_space_is_refused(workdir, tiny_task_dir):
 def test_frontier_is_confirmed_and_a_trial_can_be_re_measured(workdir, tiny_task_dir):
     import json
 
-    from search.confirm import confirmations
+    from search.results import confirmations
 
     result = invoke(
         "run",

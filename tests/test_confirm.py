@@ -5,8 +5,8 @@ from types import SimpleNamespace
 import optuna
 from optuna.distributions import CategoricalDistribution
 
-from search.confirm import confirm_frontier, confirmations
-from search.report import pareto_rows
+from search.confirm import confirm_frontier
+from search.results import confirmations, pareto_rows
 
 
 class Retimer:

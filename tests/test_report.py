@@ -4,7 +4,8 @@ import optuna
 from optuna.distributions import CategoricalDistribution
 
 from search.ranking import dominates, non_dominated, pareto_fronts
-from search.report import failed_rows, pareto_rows, render_html, trial_rows, write_report
+from search.report import render_html, write_report
+from search.results import failed_rows, pareto_rows, trial_rows
 
 
 def add(study, number, accuracy, speedup, description="cfg", **attrs):
