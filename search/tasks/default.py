@@ -109,6 +109,9 @@ def fine_tune(
         get_linear_schedule_with_warmup,
     )
 
+    from search.quantize import quiet_libraries
+
+    quiet_libraries()  # "newly initialized classifier" is expected: we train it here
     torch.manual_seed(settings.seed)
     tokenizer = AutoTokenizer.from_pretrained(str(encoder_dir))
     model = AutoModelForSequenceClassification.from_pretrained(
@@ -181,12 +184,16 @@ def build_default_task(
         if progress:
             progress("exporting to ONNX", 0, 1)
         export_classifier(model, tokenizer, work)
+        if progress:
+            progress("exporting to ONNX", 1, 1)
         for name in ("eval", "calibration"):
             (work / f"{name}.json").write_text(json.dumps(parts[name]))
         task = load_task_dir(work)
         if progress:
             progress("evaluating fp32", 0, 1)
         accuracy = fp32_accuracy(task)
+        if progress:
+            progress("evaluating fp32", 1, 1)
         info = {
             "version": VERSION,
             "seed": settings.seed,
