@@ -24,8 +24,9 @@ from search.results import CONFIRMATIONS, confirmations, trial_rows
 MAX_CONFIRMED = 8
 
 
-def to_confirm(rows: pd.DataFrame, limit: int = MAX_CONFIRMED) -> list[int]:
-    """Trial numbers of the frontier and of configs within their intervals of it."""
+def to_confirm(rows: pd.DataFrame) -> list[int]:
+    """Trial numbers of the frontier and of configs within their intervals of it, fastest
+    first."""
     if rows.empty:
         return []
     points = rows[["accuracy", "speedup"]].to_numpy()
@@ -36,7 +37,7 @@ def to_confirm(rows: pd.DataFrame, limit: int = MAX_CONFIRMED) -> list[int]:
             if row.accuracy >= f.accuracy - 1e-12 and row.speedup_high >= f.speedup_low:
                 chosen.add(row.trial)
     ranked = rows[rows["trial"].isin(chosen)].sort_values("speedup", ascending=False)
-    return [int(t) for t in ranked["trial"].head(limit)]
+    return [int(t) for t in ranked["trial"]]
 
 
 def confirm_frontier(
@@ -51,7 +52,7 @@ def confirm_frontier(
     done = confirmations(study)
     trials = study.get_trials(deepcopy=False)
     for _ in range(limit):
-        pending = [n for n in to_confirm(trial_rows(study), limit=10**6) if n not in done]
+        pending = [n for n in to_confirm(trial_rows(study)) if n not in done]
         if not pending:
             break
         number = pending[0]

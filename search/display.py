@@ -50,6 +50,7 @@ def announce_build() -> None:
 def search_with_progress(search):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from search.ranking import within_drop
     from search.results import trial_rows
 
     stop = {"asked": False}
@@ -65,7 +66,7 @@ def search_with_progress(search):
 
     def best_text() -> str:
         rows = trial_rows(search.study)
-        ok = rows[rows["accuracy"] >= fp32 - max_drop - 1e-12] if len(rows) else rows
+        ok = rows[within_drop(rows["accuracy"], fp32, max_drop)] if len(rows) else rows
         if ok.empty:
             return "best: -"
         top = ok.sort_values("speedup").iloc[-1]

@@ -8,6 +8,12 @@ failed inside the quantizer or onnxruntime: it is recorded as a FAIL trial and t
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """A library error in one line: its first line, or its type when it has no message."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class QsearchError(Exception):
     """An error the user can fix; its message says what is wrong and what would be right."""
 

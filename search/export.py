@@ -22,6 +22,7 @@ from search.config import QuantConfig
 from search.errors import QsearchError
 from search.measure import make_session
 from search.quantize import quantize
+from search.ranking import within_drop
 from search.tasks.base import TextClassificationTask
 from search.worker import describe_worker
 
@@ -48,7 +49,7 @@ def choose_trial(
             for t in trials
             if t.state == TrialState.COMPLETE
             and t.user_attrs.get("duplicate_of") is None
-            and (fp32 is None or fp32 - t.values[0] <= max_drop + 1e-12)
+            and (fp32 is None or within_drop(t.values[0], fp32, max_drop))
         ]
         if not candidates:
             raise QsearchError(

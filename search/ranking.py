@@ -22,6 +22,12 @@ import numpy as np
 from search.stats import tie_groups
 
 
+def within_drop(accuracy, fp32_accuracy: float, max_drop: float):
+    """Whether `accuracy` (a number or a pandas column) is within `max_drop` of fp32's:
+    the one tolerance test the beam, the report, `show`'s progress and `export --best` share."""
+    return fp32_accuracy - accuracy <= max_drop + 1e-12
+
+
 def dominates(a: Sequence[float], b: Sequence[float]) -> bool:
     return all(x >= y for x, y in zip(a, b, strict=True)) and any(
         x > y for x, y in zip(a, b, strict=True)
@@ -61,7 +67,7 @@ def beam_order(
 ) -> list[int]:
     """Indices of (accuracy, speedup) points in the beam's order (best first);
     `intervals` are the speedups' (low, high), for ties (none given: no ties)."""
-    accurate = [fp32_accuracy - a <= max_drop + 1e-12 for a, _ in points]
+    accurate = [within_drop(a, fp32_accuracy, max_drop) for a, _ in points]
     rest = [i for i in range(len(points)) if not accurate[i]]
     fronts = dict(zip(rest, pareto_fronts([points[i] for i in rest]), strict=True))
     good = [i for i in range(len(points)) if accurate[i]]

@@ -14,6 +14,7 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
+from search.ranking import within_drop
 from search.results import failed_rows, pareto_rows, trial_rows
 
 
@@ -105,7 +106,7 @@ def _progress(study: optuna.Study, rows: pd.DataFrame, max_drop: float):
 
     fp32 = study.user_attrs.get("fp32_accuracy", rows["accuracy"].max() if len(rows) else 0)
     ordered = rows.sort_values("trial")
-    accurate = ordered["accuracy"] >= fp32 - max_drop - 1e-12
+    accurate = within_drop(ordered["accuracy"], fp32, max_drop)
     best = ordered["speedup"].where(accurate).cummax().ffill()
     fig = go.Figure()
     fig.add_trace(

@@ -40,6 +40,7 @@ DATA_MOVEMENT = frozenset(
     }
 )
 
+# Dimensions that exist only for static quantization: not suggested for dynamic trials.
 STATIC_ONLY = ("format", "activations_dtype", "activations_symmetric", "calibration", "percentile")
 
 

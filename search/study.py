@@ -14,7 +14,7 @@ from typing import Any
 
 import optuna
 
-from search.errors import StorageError
+from search.errors import StorageError, first_line
 from search.space import SearchSpace
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -59,8 +59,7 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises many kinds here
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise StorageError(f"--storage {url}: cannot open the storage: {first}") from None
+        raise StorageError(f"--storage {url}: cannot open the storage: {first_line(exc)}") from None
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from search.errors import TaskError
+from search.errors import TaskError, first_line
 from search.metrics import LABEL_METRICS
 from search.tasks.base import TextClassificationTask
 from search.tasks.default import qsearch_home
@@ -165,8 +165,7 @@ def load_rows(settings: DataSettings):  # -> datasets.Dataset
     except TaskError:
         raise
     except Exception as exc:  # noqa: BLE001 - parse errors are the user's file's
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise TaskError(f"--data `{path}` could not be read: {first}") from None
+        raise TaskError(f"--data `{path}` could not be read: {first_line(exc)}") from None
     if isinstance(loaded, datasets.DatasetDict):
         names = list(loaded)
         split = settings.split or next(
