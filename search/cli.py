@@ -178,6 +178,17 @@ def run(
         "--continue-with-new-space",
         help="Allow a study searched with another space to continue with this one.",
     ),
+    isolate: bool = typer.Option(
+        None,
+        "--isolate/--no-isolate",
+        show_default="isolate",
+        help="Run trials in a child process, so an onnxruntime crash fails one trial only.",
+    ),
+    trial_time_limit: float = _opt(
+        "--trial-time-limit",
+        "Seconds after which a trial is stopped and recorded as failed.",
+        "900",
+    ),
 ) -> None:
     """Search quantization configs and record every trial in an Optuna study.
 

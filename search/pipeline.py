@@ -16,6 +16,8 @@ import optuna
 from search.config import optimum_dynamic_presets
 from search.confirm import confirm_frontier
 from search.errors import QsearchError
+from search.isolation import DEFAULT_TIME_LIMIT, IsolatedEvaluator
+from search.liveness import claim_lock, running_elsewhere
 from search.measure import OBJECTIVES, TimingSettings
 from search.metrics import METRICS
 from search.objective import Evaluator
@@ -52,6 +54,8 @@ class RunSettings:
     task_dir: Path | None = None
     seed: int = 0
     continue_with_new_space: bool = False
+    isolate: bool = True
+    trial_time_limit: float = DEFAULT_TIME_LIMIT
     # your own model and data (both, or neither for the embedded default task)
     model: Path | None = None
     tokenizer: Path | None = None
@@ -82,6 +86,11 @@ class RunSettings:
         if not 0 < self.timing_target < 1:
             raise QsearchError(
                 f"--timing-target must be a fraction in (0, 1), but got {self.timing_target}"
+            )
+        if self.trial_time_limit <= 0:
+            raise QsearchError(
+                f"--trial-time-limit must be a positive number of seconds, but got "
+                f"{self.trial_time_limit}"
             )
         if self.threads < 1:
             raise QsearchError(f"--threads must be at least 1, but got {self.threads}")
@@ -146,18 +155,19 @@ class Search:
     task: TextClassificationTask
     study: optuna.Study
     storage_url: str
-    evaluator: Evaluator = field(init=False)
+    evaluator: Evaluator | IsolatedEvaluator = field(init=False)
 
     def __post_init__(self) -> None:
-        self.evaluator = Evaluator(
-            self.task,
-            TimingSettings(
-                seconds=self.settings.timing_seconds,
-                target=self.settings.timing_target,
-                threads=self.settings.threads,
-                objective=self.settings.objective,
-            ),
+        timing = TimingSettings(
+            seconds=self.settings.timing_seconds,
+            target=self.settings.timing_target,
+            threads=self.settings.threads,
+            objective=self.settings.objective,
         )
+        if self.settings.isolate:
+            self.evaluator = IsolatedEvaluator(self.task, timing, self.settings.trial_time_limit)
+        else:
+            self.evaluator = Evaluator(self.task, timing)
         if "fp32_accuracy" not in self.study.user_attrs:
             self.study.set_user_attr("fp32_accuracy", self.evaluator.fp32_accuracy)
 
@@ -210,7 +220,9 @@ class Search:
             if self.settings.presets:
                 if on_stage:
                     on_stage("Optimum presets")
-                evaluate_references(self.study, self.presets(), self.evaluator, on_trial)
+                evaluate_references(
+                    self.study, self.presets(), self.evaluator, on_trial, lock=self.lock
+                )
             if on_stage:
                 on_stage("trials")
             summary = run_search(
@@ -222,8 +234,12 @@ class Search:
                 self.settings.timeout,
                 on_trial,
                 should_stop=should_stop,
+                lock=self.lock,
             )
-            if self.settings.confirm and summary.stopped_because != "interrupted":
+            if running_elsewhere(self.study):
+                summary.stopped_because += "; other workers are still running trials, the last "
+                summary.stopped_because += "one to finish confirms the frontier"
+            elif self.settings.confirm and summary.stopped_because != "interrupted":
                 confirm_frontier(
                     self.study,
                     self.evaluator,
@@ -232,6 +248,10 @@ class Search:
             return summary
         finally:
             self.evaluator.close()
+
+    def lock(self):
+        """The claim lock shared by every worker of this study's storage."""
+        return claim_lock(self.storage_url)
 
     def evaluated(self) -> int:
         return evaluated_count(self.study)

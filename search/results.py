@@ -113,7 +113,9 @@ def failed_rows(study: optuna.Study) -> pd.DataFrame:
                 "trial": t.number,
                 "state": t.state.name,
                 "config": a.get("description", ""),
-                "reason": a.get("fail_reason", "unknown (the worker stopped during the trial)"),
+                "reason": a.get(
+                    "fail_reason", "interrupted: its worker stopped mid-trial (evaluated again)"
+                ),
             }
         )
     return pd.DataFrame(rows, columns=["trial", "state", "config", "reason"])

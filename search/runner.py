@@ -7,6 +7,7 @@ invocation's, so running the same command again after a kill finishes the planne
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -16,9 +17,10 @@ from optuna.trial import TrialState
 
 from search.config import QuantConfig
 from search.errors import ConfigError, TrialError
+from search.liveness import Heartbeat, is_interrupted, recover_stale, running_elsewhere, worker_id
 from search.objective import Evaluator, TrialResult
 from search.space import SearchSpace
-from search.strategies.base import FINISHED, SAMPLE, Proposal, Strategy, records
+from search.strategies.base import FINISHED, SAMPLE, Strategy, records
 
 # Consecutive sampled configs already in the study before a sampler is taken as exhausted.
 MAX_CONSECUTIVE_DUPLICATES = 60
@@ -101,6 +103,79 @@ def evaluate_into(
     return "complete"
 
 
+@dataclass
+class _Pick:
+    """What the claim step decided: a trial to evaluate, a trial settled at once, or wait."""
+
+    trial: optuna.Trial | None = None
+    config: QuantConfig | None = None
+    outcome: str = ""  # "", "duplicate", "invalid", "wait", "done"
+
+
+def _claim(
+    study: optuna.Study, trial: optuna.Trial, space: SearchSpace, running: dict[str, int]
+) -> _Pick:
+    """Turn an asked trial into a claim, or settle it at once (invalid, duplicate, taken)."""
+    try:
+        config = space.suggest(trial)
+    except ConfigError as exc:
+        trial.set_user_attr("fail_reason", f"invalid combination: {exc}")
+        study.tell(trial, state=TrialState.PRUNED)
+        return _Pick(outcome="invalid")
+    if config.key in running:  # another worker is evaluating it right now
+        trial.set_user_attr("duplicate_of", running[config.key])
+        trial.set_user_attr("config_key", config.key)
+        trial.set_user_attr("fail_reason", f"being evaluated by trial {running[config.key]}")
+        study.tell(trial, state=TrialState.PRUNED)
+        return _Pick(outcome="duplicate")
+    trial.set_user_attr("config_key", config.key)
+    for key, value in worker_id().items():
+        trial.set_user_attr(key, value)
+    return _Pick(trial, config)
+
+
+def _next_pick(
+    study: optuna.Study,
+    space: SearchSpace,
+    strategy: Strategy,
+    known: dict[str, int],
+    running: dict[str, int],
+) -> _Pick:
+    """Under the claim lock: the next config nobody has evaluated or is evaluating."""
+    proposed = strategy.propose(study, space)
+    if proposed != SAMPLE:
+        if not proposed:
+            return _Pick(outcome="wait" if running else "done")
+        free = [p for p in proposed if p.config.key not in known and p.config.key not in running]
+        if not free:  # the round's remaining configs are all being evaluated elsewhere
+            return _Pick(outcome="wait")
+        study.enqueue_trial(space.params(free[0].config), user_attrs=free[0].attrs)
+    trial = study.ask()
+    pick = _claim(study, trial, space, running)
+    if pick.config is not None and pick.config.key in known:
+        evaluate_into(study, trial, pick.config, None, known)  # copies the earlier trial
+        return _Pick(outcome="duplicate")
+    return pick
+
+
+def _evaluate_claimed(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    config: QuantConfig,
+    evaluator: Evaluator,
+    known: dict[str, int],
+) -> str:
+    """Evaluate with a heartbeat; a trial cut short (Ctrl-C twice, SIGTERM) is marked
+    interrupted, so it is evaluated again on resume instead of staying RUNNING."""
+    try:
+        with Heartbeat(study, trial):
+            return evaluate_into(study, trial, config, evaluator, known)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            study.tell(trial, state=TrialState.FAIL)
+        raise
+
+
 def run_search(
     study: optuna.Study,
     space: SearchSpace,
@@ -110,14 +185,20 @@ def run_search(
     timeout: float | None = None,
     on_trial: Callable[[optuna.Study, str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    lock: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
+    poll_seconds: float = 2.0,
 ) -> RunSummary:
-    """Run until the study holds `trials` evaluated trials, the strategy is done, or time ends."""
+    """Run until the study holds `trials` evaluated trials, the strategy is done, or time ends.
+
+    Any number of processes may run this on the same study: each picks its next config under
+    `lock` (see `search.liveness.claim_lock`) and skips configs others are evaluating; a
+    worker with nothing free waits for the others rather than starting the next beam round.
+    """
     summary = RunSummary()
     started = time.monotonic()
-    known = _known(study)
     duplicates_in_a_row = 0
-    queue: list[Proposal] = []
     while True:
+        recover_stale(study)
         if evaluated_count(study) >= trials:
             summary.stopped_because = f"budget of {trials} trials reached"
             break
@@ -127,29 +208,26 @@ def run_search(
         if should_stop and should_stop():
             summary.stopped_because = "interrupted"
             break
-        if not queue:
-            proposed = strategy.propose(study, space)
-            if proposed == SAMPLE:
-                queue = []
-            elif not proposed:
-                summary.stopped_because = f"{strategy.name} finished: nothing new to evaluate"
-                break
+        with lock():
+            running = running_elsewhere(study)
+            known = _known(study)
+            if evaluated_count(study) + len(running) >= trials:
+                pick = _Pick(outcome="wait")  # the budget is filled by trials under way
             else:
-                queue = list(proposed)
-        if queue:
-            proposal = queue.pop(0)
-            if proposal.config.key in known:
-                continue
-            study.enqueue_trial(space.params(proposal.config), user_attrs=proposal.attrs)
-        trial = study.ask()
-        try:
-            config = space.suggest(trial)
-        except ConfigError as exc:
-            trial.set_user_attr("fail_reason", f"invalid combination: {exc}")
-            study.tell(trial, state=TrialState.PRUNED)
+                pick = _next_pick(study, space, strategy, known, running)
+        if pick.outcome == "done":
+            summary.stopped_because = f"{strategy.name} finished: nothing new to evaluate"
+            break
+        if pick.outcome == "wait":
+            time.sleep(poll_seconds)
             continue
-        outcome = evaluate_into(study, trial, config, evaluator, known)
-        summary.trial_numbers.append(trial.number)
+        if pick.outcome == "invalid":
+            continue
+        if pick.outcome == "duplicate":
+            outcome = "duplicate"
+        else:
+            outcome = _evaluate_claimed(study, pick.trial, pick.config, evaluator, known)
+            summary.trial_numbers.append(pick.trial.number)
         if outcome == "duplicate":
             summary.duplicates += 1
             duplicates_in_a_row += 1
@@ -173,22 +251,33 @@ def evaluate_references(
     references: dict[str, QuantConfig],
     evaluator: Evaluator,
     on_trial: Callable[[optuna.Study, str], None] | None = None,
+    lock: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> None:
     """Evaluate reference configs (Optimum's presets) once per study, as parameterless trials.
 
-    Presets that are the same config share one trial, which names all of them.
+    Presets that are the same config share one trial, which names all of them. Each is
+    claimed under `lock`, so concurrent workers share them out.
     """
-    done = {r.attrs.get("reference") for r in records(study)}
     grouped: dict[str, tuple[QuantConfig, list[str]]] = {}
     for name, config in references.items():
         grouped.setdefault(config.key, (config, []))[1].append(name)
-    known = _known(study)
     for config, names in grouped.values():
         label = "optimum " + " / ".join(names)
-        if label in done:
-            continue
-        trial = study.ask()
-        trial.set_user_attr("reference", label)
-        outcome = evaluate_into(study, trial, config, evaluator, known)
+        with lock():
+            recover_stale(study)
+            taken = {
+                t.user_attrs.get("reference")
+                for t in study.get_trials(deepcopy=False)
+                if not is_interrupted(t)
+            }
+            if label in taken:
+                continue
+            known = _known(study)
+            trial = study.ask()
+            trial.set_user_attr("reference", label)
+            trial.set_user_attr("config_key", config.key)
+            for key, value in worker_id().items():
+                trial.set_user_attr(key, value)
+        outcome = _evaluate_claimed(study, trial, config, evaluator, known)
         if on_trial:
             on_trial(study, outcome)

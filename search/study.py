@@ -15,6 +15,7 @@ from typing import Any
 import optuna
 
 from search.errors import StorageError, first_line
+from search.liveness import GRACE_PERIOD, HEARTBEAT_INTERVAL
 from search.space import SearchSpace
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -57,7 +58,12 @@ def make_storage(url: str) -> optuna.storages.BaseStorage:
     """An RDB storage; the URL is checked first so a typo is a message, not a traceback."""
     check_storage_url(url)
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=_engine_kwargs(url),
+            heartbeat_interval=HEARTBEAT_INTERVAL,
+            grace_period=GRACE_PERIOD,
+        )
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises many kinds here
         raise StorageError(f"--storage {url}: cannot open the storage: {first_line(exc)}") from None
 

@@ -37,6 +37,8 @@ SECTIONS: dict[str, dict[str, str]] = {
         "presets": "presets",
         "confirm": "confirm",
         "storage": "storage",
+        "isolate": "isolate",
+        "trial_time_limit": "trial_time_limit",
     },
     "measure": {
         "timing_seconds": "timing_seconds",
@@ -58,6 +60,8 @@ TYPES = {
     "timing_seconds": (int, float),
     "presets": bool,
     "confirm": bool,
+    "isolate": bool,
+    "trial_time_limit": (int, float),
 }
 
 

@@ -14,6 +14,7 @@ import optuna
 from optuna.trial import TrialState
 
 from search.config import QuantConfig
+from search.liveness import is_interrupted
 from search.space import SearchSpace
 
 # Returned by `Strategy.propose` when Optuna's sampler should choose the next config.
@@ -44,7 +45,7 @@ def records(study: optuna.Study, states=FINISHED) -> list[Record]:
     out = []
     for t in study.get_trials(deepcopy=False, states=states):
         key = t.user_attrs.get("config_key")
-        if key is None:
+        if key is None or is_interrupted(t):
             continue
         values = tuple(t.values) if t.state == TrialState.COMPLETE and t.values else None
         out.append(Record(t.number, key, t.state, values, dict(t.user_attrs)))
