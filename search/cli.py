@@ -22,7 +22,7 @@ from search.display import (
     print_frontier,
     search_with_progress,
 )
-from search.errors import QsearchError
+from search.errors import QsearchError, Terminated
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -438,8 +438,11 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
-        err.print("interrupted")
+        err.print("interrupted; finished trials are in the study, run the same command to resume")
         sys.exit(130)
+    except Terminated:
+        err.print("terminated; finished trials are in the study, run the same command to resume")
+        sys.exit(143)
 
 
 if __name__ == "__main__":

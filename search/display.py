@@ -9,6 +9,8 @@ import signal
 from rich.console import Console
 from rich.table import Table
 
+from search.errors import Terminated
+
 console = Console()
 
 
@@ -72,7 +74,11 @@ def search_with_progress(search):
         top = ok.sort_values("speedup").iloc[-1]
         return f"best {top['speedup']:.2f}x at {100 * (top['accuracy'] - fp32):+.1f} pts"
 
+    def on_sigterm(signum, frame):  # a service manager or `kill`: stop now, keep the study valid
+        raise Terminated
+
     previous = signal.signal(signal.SIGINT, on_sigint)
+    previous_term = signal.signal(signal.SIGTERM, on_sigterm)
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -97,6 +103,7 @@ def search_with_progress(search):
             )
     finally:
         signal.signal(signal.SIGINT, previous)
+        signal.signal(signal.SIGTERM, previous_term)
 
 
 def print_frontier(study) -> None:

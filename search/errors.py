@@ -38,3 +38,9 @@ class StorageError(QsearchError):
 
 class TrialError(Exception):
     """One trial failed (quantization, session creation, NaN outputs); the search goes on."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwind at once (the trial under way is marked interrupted), exit 143.
+
+    A BaseException, like KeyboardInterrupt, so no `except Exception` swallows it."""

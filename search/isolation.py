@@ -115,9 +115,10 @@ class IsolatedEvaluator:
         self._process = None
         self._conn = None
         self._fp32_accuracy: float | None = None
-        self.restarts = 0
+        self.starts = 0  # children started: more than one means trials crashed or overran
 
     def _start(self) -> None:
+        self.starts += 1
         parent, child = self._context.Pipe()
         self._process = self._context.Process(
             target=_serve, args=(child, self._spec), daemon=True, name="qsearch-trial"
@@ -138,8 +139,6 @@ class IsolatedEvaluator:
     def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """Run `method` on the child's Evaluator; its exceptions are raised here."""
         if self._process is None or not self._process.is_alive():
-            if self._process is not None:
-                self.restarts += 1
             self._stop()
             self._start()
         self._conn.send((method, args, kwargs))
@@ -160,8 +159,9 @@ class IsolatedEvaluator:
                 )
         try:
             status, value = self._conn.recv()
-        except (EOFError, OSError) as exc:
-            cause = describe_exit(self._process.exitcode if self._process else None)
+        except (EOFError, OSError) as exc:  # the child closed the pipe as it died
+            self._process.join(timeout=10)
+            cause = describe_exit(self._process.exitcode)
             self._stop()
             raise TrialError(f"the trial's process died: {cause}") from exc
         if status == "raise":

@@ -29,6 +29,8 @@ from pathlib import Path
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
+from search.errors import StorageError, first_line
+
 # Seconds between heartbeats, and silence after which another host's trial counts as dead.
 HEARTBEAT_INTERVAL = 10
 GRACE_PERIOD = 60
@@ -152,7 +154,11 @@ def _pg_advisory_lock(url: str) -> Iterator[None]:
     if engine is None:
         engine = _ENGINES[url] = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
     key = int.from_bytes(hashlib.sha256(b"qsearch-claim").digest()[:8], "big", signed=True)
-    with engine.connect() as connection:
+    try:
+        connection = engine.connect()
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy/psycopg2 raise many kinds here
+        raise StorageError(f"--storage {url}: cannot connect: {first_line(exc)}") from None
+    with connection:
         connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
         try:
             yield

@@ -15,10 +15,12 @@ from typing import Any
 import optuna
 
 from search.errors import StorageError, first_line
-from search.liveness import GRACE_PERIOD, HEARTBEAT_INTERVAL
+from search.liveness import GRACE_PERIOD, HEARTBEAT_INTERVAL, claim_lock
 from search.space import SearchSpace
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+# qsearch records heartbeats itself around ask/tell (search.liveness), which Optuna warns about.
+warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
 STUDIES_DIR = Path("studies")
 METRICS = ["accuracy", "speedup"]
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -85,7 +87,23 @@ def open_study(
     objective: str = "throughput",
 ) -> optuna.Study:
     check_study_name(name)
-    url = storage or default_storage(name)
+    url = check_storage_url(storage or default_storage(name))
+    with claim_lock(url):  # workers started together create the schema and attributes once
+        return _open_study(
+            name, url, space, task_description, sampler, strategy, allow_new_space, objective
+        )
+
+
+def _open_study(
+    name: str,
+    url: str,
+    space: SearchSpace,
+    task_description: dict[str, Any],
+    sampler: optuna.samplers.BaseSampler | None,
+    strategy: str,
+    allow_new_space: bool,
+    objective: str,
+) -> optuna.Study:
     study = optuna.create_study(
         study_name=name,
         storage=make_storage(url),

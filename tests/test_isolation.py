@@ -1,0 +1,95 @@
+"""Trials in a child process: same results as in-process, and a crash or a hang fails one
+trial while the search goes on."""
+
+from __future__ import annotations
+
+import ctypes
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search.config import QuantConfig
+from search.isolation import EvaluatorSpec, IsolatedEvaluator, describe_exit
+from search.measure import TimingSettings
+from search.objective import Evaluator
+from search.runner import run_search
+from search.space import load_space
+from search.strategies import make_strategy
+
+FAST = TimingSettings(seconds=0.2, min_blocks=2)
+
+
+class FaultyEvaluator(Evaluator):
+    """A real evaluator that crashes the process when only Gather is quantized and hangs on
+    MatMul without fusions, as onnxruntime occasionally does on odd configs."""
+
+    def evaluate(self, config, *args, **kwargs):
+        if config.operators == ("Gather",):
+            ctypes.string_at(0)  # segmentation fault, like a crash inside a C++ kernel
+        if config.operators == ("MatMul",) and config.disabled_fusions:
+            time.sleep(3600)
+        return super().evaluate(config, *args, **kwargs)
+
+
+class FaultySpec(EvaluatorSpec):
+    def build(self):
+        return FaultyEvaluator(self.task, self.timing, self.workdir)
+
+
+def test_isolated_evaluation_matches_in_process(tiny_task):
+    config = QuantConfig(mode="dynamic", operators=("MatMul",))
+    inline = Evaluator(tiny_task, FAST)
+    isolated = IsolatedEvaluator(tiny_task, FAST)
+    try:
+        here, there = inline.evaluate(config), isolated.evaluate(config)
+        assert there.accuracy == here.accuracy
+        assert there.attrs["config_key"] == config.key
+        assert isolated.fp32_accuracy == inline.fp32_accuracy
+        assert isolated.retime(config).ratio > 0
+    finally:
+        inline.close()
+        isolated.close()
+    assert not isolated.workdir.exists()
+
+
+def test_a_crash_or_a_hang_fails_one_trial_and_the_search_goes_on(tiny_task):
+    evaluator = IsolatedEvaluator(tiny_task, FAST, time_limit=15, spec_type=FaultySpec)
+    space = load_space("dynamic").resolve(tiny_task.operators)
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    try:
+        summary = run_search(study, space, make_strategy(None, "grid"), evaluator, trials=6)
+    finally:
+        evaluator.close()
+    assert summary.evaluated == 6
+    trials = study.get_trials(states=(TrialState.COMPLETE, TrialState.FAIL))
+    reasons = {
+        t.user_attrs["description"]: t.user_attrs.get("fail_reason")
+        for t in trials
+        if t.state == TrialState.FAIL
+    }
+    crashed = [t for t in trials if t.user_attrs["config"]["operators"] == ["Gather"]]
+    hung = [
+        t
+        for t in trials
+        if t.user_attrs["config"]["operators"] == ["MatMul"]
+        and t.user_attrs["config"]["disabled_fusions"]
+    ]
+    assert crashed and hung, "the grid's first configs include both faults"
+    for t in crashed:
+        assert t.state == TrialState.FAIL
+        assert "SIGSEGV" in t.user_attrs["fail_reason"], reasons
+    for t in hung:
+        assert t.state == TrialState.FAIL
+        assert "time limit of 15 s" in t.user_attrs["fail_reason"], reasons
+    healthy = [t for t in trials if t not in crashed and t not in hung]
+    assert healthy and all(t.state == TrialState.COMPLETE for t in healthy)
+    assert evaluator.starts == 1 + len(crashed) + len(hung)  # replaced after each fault
+
+
+@pytest.mark.parametrize(
+    "code, words", [(-11, "SIGSEGV"), (-9, "out-of-memory"), (-6, "aborted"), (3, "exit code 3")]
+)
+def test_exit_causes_are_named(code, words):
+    assert words in describe_exit(code)

@@ -1,0 +1,136 @@
+"""Several workers on one study: shared work without duplicates, on SQLite and on a real
+PostgreSQL server; dead workers' trials are detected and their configs evaluated again."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from search import liveness
+from search.runner import evaluated_count, run_search
+from search.space import load_space
+from search.strategies import make_strategy
+from search.strategies.base import records
+from tests.fakes import FP32, FakeEvaluator
+from tests.postgres import postgres_server
+
+MODEL_OPS = ["Add", "Gather", "Gemm", "MatMul", "Mul", "Softmax", "Transpose", "Where"]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/shared.db"
+    else:
+        with postgres_server() as url:
+            yield url
+
+
+def qsearch(*args, cwd) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "search.cli", *map(str, args)],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_two_workers_share_one_study_without_duplicates(storage_url, tmp_path, tiny_task_dir):
+    args = ["run", "--task-dir", tiny_task_dir, "--space", "dynamic", "--beam", "2"]
+    args += ["--trials", "8", "--study", "shared", "--storage", storage_url]
+    args += ["--timing-seconds", "1", "--no-presets", "--no-report"]
+    workers = [qsearch(*args, cwd=tmp_path) for _ in range(2)]
+    outputs = [w.communicate(timeout=600)[0] for w in workers]
+    assert [w.returncode for w in workers] == [0, 0], outputs
+
+    study = optuna.load_study(study_name="shared", storage=storage_url)
+    assert evaluated_count(study) == 8
+    assert not study.get_trials(states=(TrialState.RUNNING, TrialState.WAITING))
+    evaluated = [r for r in records(study) if r.attrs.get("duplicate_of") is None]
+    keys = [r.key for r in evaluated]
+    assert len(keys) == len(set(keys)), "a config was evaluated twice"
+    pids = {r.attrs["worker_pid"] for r in evaluated}
+    assert len(pids) == 2, f"one worker did all the work: {outputs}"
+    assert all("cpu" in r.attrs["worker"] for r in evaluated)
+    # beam rounds stay consistent: no trial of round r started before round r-1 was finished
+    trials = {t.number: t for t in study.get_trials()}
+    by_round: dict[int, list] = {}
+    for r in evaluated:
+        by_round.setdefault(r.attrs["beam_round"], []).append(trials[r.number])
+    assert len(by_round) >= 2
+    for number in sorted(by_round)[1:]:
+        finished = max(t.datetime_complete for t in by_round[number - 1])
+        started = min(t.datetime_start for t in by_round[number])
+        assert started >= finished
+    # exactly one worker confirmed the frontier: the last one to finish
+    confirming = [o for o in outputs if "last one to finish confirms" not in o]
+    assert len(confirming) >= 1 and study.user_attrs.get("confirmations")
+
+
+def heartbeat_study(tmp_path, interval=1, grace=2):
+    storage = optuna.storages.RDBStorage(
+        f"sqlite:///{tmp_path}/hb.db", heartbeat_interval=interval, grace_period=grace
+    )
+    study = optuna.create_study(directions=["maximize", "maximize"], storage=storage)
+    study.set_user_attr("fp32_accuracy", FP32)
+    return study
+
+
+def start_trial(study, space, host: str, pid: int):
+    config = space.default_config(["MatMul"])
+    study.enqueue_trial(space.params(config))
+    trial = study.ask()
+    assert space.suggest(trial).key == config.key
+    trial.set_user_attr("config_key", config.key)
+    trial.set_user_attr("worker_host", host)
+    trial.set_user_attr("worker_pid", pid)
+    return trial, config
+
+
+def test_a_dead_worker_on_this_host_is_detected_at_once(tmp_path):
+    space = load_space("operators").resolve(MODEL_OPS)
+    study = heartbeat_study(tmp_path, interval=60, grace=600)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], **_out)
+    trial, _ = start_trial(study, space, liveness.HOST, int(dead.stdout))
+    study._storage.record_heartbeat(trial._trial_id)
+    alive, _ = start_trial(study, space, liveness.HOST, os.getppid())
+    assert liveness.recover_stale(study) == [trial.number]
+    frozen = study.get_trials()
+    assert liveness.is_interrupted(frozen[trial.number])
+    assert frozen[alive.number].state == TrialState.RUNNING  # its worker lives: left alone
+
+
+_out = dict(capture_output=True, text=True, check=True)
+
+
+def test_another_hosts_silent_trial_fails_after_the_grace_period_and_is_redone(tmp_path):
+    space = load_space("operators").resolve(MODEL_OPS)
+    study = heartbeat_study(tmp_path, interval=1, grace=2)
+    trial, config = start_trial(study, space, "another-machine", 1)
+    study._storage.record_heartbeat(trial._trial_id)
+    assert liveness.recover_stale(study) == []  # still within the grace period
+    time.sleep(3.5)
+    assert liveness.recover_stale(study) == [trial.number]
+    evaluator = FakeEvaluator()
+    run_search(study, space, make_strategy(2, None), evaluator, trials=3)
+    assert config.key in evaluator.calls, "the interrupted config was evaluated again"
+    assert evaluated_count(study) == 3
+    rows = [r for r in records(study) if r.key == config.key]
+    assert len(rows) == 1 and rows[0].state == TrialState.COMPLETE
+
+
+def test_a_live_trial_keeps_its_heartbeat(tmp_path):
+    space = load_space("operators").resolve(MODEL_OPS)
+    study = heartbeat_study(tmp_path, interval=1, grace=2)
+    trial, _ = start_trial(study, space, "another-machine", 1)
+    with liveness.Heartbeat(study, trial):
+        time.sleep(3.5)
+        assert liveness.recover_stale(study) == []
+    assert study.get_trials()[trial.number].state == TrialState.RUNNING
