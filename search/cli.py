@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+import rich.markup
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -50,7 +51,8 @@ def user_errors():
     try:
         yield
     except QsearchError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, markup=True, soft_wrap=True)
+        message = rich.markup.escape(str(exc))  # space files name [sections]: not markup
+        err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True, soft_wrap=True)
         raise typer.Exit(exc.exit_code) from None
 
 

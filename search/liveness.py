@@ -150,11 +150,12 @@ _ENGINES: dict[str, object] = {}
 def _pg_advisory_lock(url: str) -> Iterator[None]:
     import sqlalchemy
 
-    engine = _ENGINES.get(url)
-    if engine is None:
-        engine = _ENGINES[url] = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
     key = int.from_bytes(hashlib.sha256(b"qsearch-claim").digest()[:8], "big", signed=True)
     try:
+        engine = _ENGINES.get(url)
+        if engine is None:
+            engine = sqlalchemy.create_engine(url, poolclass=sqlalchemy.pool.NullPool)
+            _ENGINES[url] = engine
         connection = engine.connect()
     except Exception as exc:  # noqa: BLE001 - SQLAlchemy/psycopg2 raise many kinds here
         raise StorageError(f"--storage {url}: cannot connect: {first_line(exc)}") from None

@@ -7,6 +7,7 @@ opens offline and safely; it is written atomically.
 from __future__ import annotations
 
 import html
+import itertools
 import os
 import tempfile
 from pathlib import Path
@@ -22,8 +23,15 @@ def _scatter(study: optuna.Study, rows: pd.DataFrame, front: pd.DataFrame):
     import plotly.graph_objects as go
 
     fig = go.Figure()
-    for mode, color in (("dynamic", "#4C78A8"), ("static", "#F58518")):
-        part = rows[(rows["mode"] == mode) & (rows["reference"] == "")]
+    # Workers with different CPUs get their own marker: their speedups are each measured
+    # against fp32 on the same worker, so they are comparable but not identical.
+    cpus = sorted(set(rows["cpu"]))
+    shapes = ("circle", "square", "triangle-up", "cross", "x", "star-square")
+    symbols = {cpu: shapes[i % len(shapes)] for i, cpu in enumerate(cpus)}
+    for (mode, color), cpu in itertools.product(
+        (("dynamic", "#4C78A8"), ("static", "#F58518")), cpus
+    ):
+        part = rows[(rows["mode"] == mode) & (rows["reference"] == "") & (rows["cpu"] == cpu)]
         if part.empty:
             continue
         fig.add_trace(
@@ -31,8 +39,13 @@ def _scatter(study: optuna.Study, rows: pd.DataFrame, front: pd.DataFrame):
                 x=part["speedup"],
                 y=part["accuracy"],
                 mode="markers",
-                name=f"{mode} trials",
-                marker={"color": color, "size": 8, "opacity": 0.6},
+                name=f"{mode} trials" + (f" on {html.escape(cpu)}" if len(cpus) > 1 else ""),
+                marker={
+                    "color": color,
+                    "size": 8,
+                    "opacity": 0.6,
+                    "symbol": symbols.get(cpu, "circle"),
+                },
                 error_x={
                     "type": "data",
                     "symmetric": False,
@@ -192,17 +205,20 @@ def render_html(study: optuna.Study, max_drop: float = 0.01) -> str:
         "drop_points": "{:.2f}",
         "seconds": "{:.1f}",
     }
-    workers = {}
+    workers: dict[tuple, dict] = {}
+    trial_counts: dict[tuple, int] = {}
     for t in study.get_trials(deepcopy=False):
         w = t.user_attrs.get("worker")
         if w:
-            workers[(w.get("host"), w.get("cpu"))] = w
+            key = (w.get("host"), w.get("cpu"))
+            workers[key] = w
+            trial_counts[key] = trial_counts.get(key, 0) + 1
     env_rows = "".join(
         f"<tr><td>{e(str(w.get('host')))}</td><td>{e(str(w.get('cpu')))}</td>"
         f"<td>{e(', '.join(w.get('isa') or []) or 'none of AVX2/AVX512/VNNI')}</td>"
         f"<td>{e(str(w.get('cores')))}</td><td>{e(str(w.get('onnxruntime')))}</td>"
-        f"<td>{e(str(w.get('threads')))}</td></tr>"
-        for w in workers.values()
+        f"<td>{e(str(w.get('threads')))}</td><td>{trial_counts[key]}</td></tr>"
+        for key, w in workers.items()
     )
     states = pd.Series([t.state.name for t in study.get_trials(deepcopy=False)]).value_counts()
     counts = ", ".join(f"{n} {s.lower()}" for s, n in states.items())
@@ -285,7 +301,7 @@ another process used the CPU (its interval was widened or its loaded blocks drop
 {_table(failed, ["trial", "state", "config", "reason"])}
 <h2>Environment</h2>
 <table class="t"><tr><th>host</th><th>CPU</th><th>ISA</th><th>cores</th><th>onnxruntime</th>
-<th>threads</th></tr>{env_rows}</table>
+<th>threads</th><th>trials</th></tr>{env_rows}</table>
 <h2>Settings of the last run</h2>
 {_settings_table(attrs.get("settings") or {})}
 <h2>Search space</h2>

@@ -63,13 +63,13 @@ def postgres_server() -> Iterator[str]:
     start = [pg_ctl, "-D", str(data), "-o", options, "-l", str(root / "log"), "-w", "start"]
     subprocess.run(_as_server_user(start), **run)
     try:
-        import psycopg2
+        import psycopg
 
-        connection = psycopg2.connect(host="127.0.0.1", port=port, user="postgres")
-        connection.autocommit = True
-        connection.cursor().execute("CREATE DATABASE qsearch")
-        connection.close()
-        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/qsearch"
+        with psycopg.connect(
+            host="127.0.0.1", port=port, user="postgres", dbname="postgres", autocommit=True
+        ) as connection:
+            connection.execute("CREATE DATABASE qsearch")
+        yield f"postgresql://postgres@127.0.0.1:{port}/qsearch"
     finally:
         subprocess.run(
             _as_server_user([pg_ctl, "-D", str(data), "-m", "immediate", "stop"]),

@@ -121,3 +121,22 @@ def test_beam_order_breaks_ties_of_overlapping_speedups_by_accuracy():
     intervals = [(1.95, 2.05), (1.92, 2.02), (1.45, 1.55)]
     assert beam_order(points, 0.80, 0.01) == [0, 1, 2]  # without intervals: by speed
     assert beam_order(points, 0.80, 0.01, intervals) == [1, 0, 2]  # a tie: accuracy decides
+
+
+def test_report_splits_trials_by_worker_cpu():
+    from search.report import _scatter
+
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    study.set_user_attr("fp32_accuracy", 0.81)
+    avx2 = {"host": "a", "cpu": "EPYC", "isa": ["avx2"], "cores": 2}
+    vnni = {"host": "b", "cpu": "Xeon", "isa": ["avx2", "avx512_vnni"], "cores": 16}
+    for i, worker in enumerate([avx2, avx2, vnni]):
+        add(study, i, 0.80, 1.5 + i, worker=worker)
+    rows = trial_rows(study)
+    names = sorted(trace.name for trace in _scatter(study, rows, pareto_rows(study)).data)
+    assert [n for n in names if "trials" in n] == [
+        "dynamic trials on EPYC (avx2), 2 cores",
+        "dynamic trials on Xeon (avx2, avx512_vnni), 16 cores",
+    ]
+    page = render_html(study)
+    assert "<td>Xeon</td>" in page and "<td>avx2, avx512_vnni</td>" in page
