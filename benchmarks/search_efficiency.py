@@ -17,6 +17,8 @@ milliseconds and every strategy sees the same numbers.
   runs with one seed. The reference point is (fp32 accuracy - 5 points, speedup 1.0): a
   config must be faster than fp32 and lose less than 5 points to count at all.
 
+The table itself (building, reading back, answering evaluations) is in `efficiency_table.py`.
+
     .venv/bin/python benchmarks/search_efficiency.py --build      # ~40 min, quiet machine
     .venv/bin/python benchmarks/search_efficiency.py --seeds 5    # seconds
 """
@@ -27,26 +29,31 @@ import argparse
 import json
 import statistics
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import optuna
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from search.errors import QsearchError, TrialError  # noqa: E402
-from search.objective import Evaluator, TrialResult  # noqa: E402
+from benchmarks.efficiency_table import (  # noqa: E402
+    TABLES_DIR,
+    Table,
+    TableEvaluator,
+    default_table_storage,
+    fill_table,
+    open_table,
+    table_name,
+    table_size,
+)
+from search.errors import QsearchError  # noqa: E402
 from search.ranking import non_dominated  # noqa: E402
-from search.runner import RunSummary, evaluated_count, run_search  # noqa: E402
-from search.space import SearchSpace  # noqa: E402
-from search.strategies import GridStrategy, make_strategy  # noqa: E402
+from search.runner import evaluated_count, run_search  # noqa: E402
+from search.strategies import make_strategy  # noqa: E402
 from search.strategies.base import records  # noqa: E402
-from search.study import open_study  # noqa: E402
 
-TABLES_DIR = Path(__file__).resolve().parent / "tables"
 STRATEGIES = ("beam2", "beam4", "beam8", "tpe", "random", "nsga2")
 FRACTIONS = (0.1, 0.2, 0.4)
 TARGET_SHARE = 0.98
@@ -81,129 +88,15 @@ def hypervolume(points: Iterable[Sequence[float]], reference: Sequence[float]) -
     return float(compute_hypervolume(-pts, -ref))
 
 
-# --- the table ----------------------------------------------------------------------------
-
-
-def table_size(space: SearchSpace) -> int:
-    return sum(1 for _ in space.enumerate())
-
-
-def table_name(task_name: str, space_name: str) -> str:
-    return f"table-{task_name}-{space_name}"
-
-
-def default_table_storage(task_name: str, space_name: str) -> str:
-    TABLES_DIR.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{TABLES_DIR / f'{task_name}-{space_name}.db'}"
-
-
-def open_table(
-    name: str, storage: str, space: SearchSpace, task: Any, settings: dict | None = None
-) -> optuna.Study:
-    """The table's study, opened like a real run's (`open_study` refuses a changed space or
-    model), plus what replay needs to rebuild the space without loading the task."""
-    study = open_study(name, storage, space, task.describe(), None, GridStrategy.name)
-    study.set_user_attr("metric", task.metric)
-    study.set_user_attr("space_operators", list(space.operators or ()))
-    if settings is not None:
-        study.set_user_attr("settings", settings)
-    return study
-
-
-def fill_table(
-    study: optuna.Study,
-    space: SearchSpace,
-    evaluator: Any,
-    on_trial: Callable[[optuna.Study, str], None] | None = None,
-) -> RunSummary:
-    """Evaluate every config of `space` not yet in the study: the grid through `run_search`,
-    so a killed build resumes and the trials look like any search's."""
-    if "fp32_accuracy" not in study.user_attrs:
-        study.set_user_attr("fp32_accuracy", evaluator.fp32_accuracy)
-    study.set_user_attr("space_operators", list(space.operators or ()))
-    return run_search(study, space, GridStrategy(), evaluator, table_size(space), None, on_trial)
-
-
-@dataclass(frozen=True)
-class Entry:
-    values: tuple[float, float] | None  # None: the config failed
-    attrs: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Table:
-    """Every config's recorded outcome, by config key."""
-
-    entries: dict[str, Entry]
-    space: SearchSpace
-    attrs: dict[str, Any]  # the table study's user attributes
-
-    @classmethod
-    def from_study(cls, study: optuna.Study, space: SearchSpace | None = None) -> Table:
-        attrs = dict(study.user_attrs)
-        if space is None:
-            if "space_text" not in attrs or "space_operators" not in attrs:
-                raise QsearchError(
-                    f"study {study.study_name!r} must be a table built by --build, but it does "
-                    f"not record its space"
-                )
-            space = SearchSpace.from_text(attrs["space_text"], attrs.get("space_source", "<table>"))
-            space = space.resolve(attrs["space_operators"])
-        entries: dict[str, Entry] = {}
-        for r in records(study, states=(optuna.trial.TrialState.COMPLETE,)):
-            if r.attrs.get("duplicate_of") is None and r.attrs.get("reference") is None:
-                entries.setdefault(r.key, Entry(r.values, r.attrs))
-        for r in records(study, states=(optuna.trial.TrialState.FAIL,)):
-            if r.attrs.get("duplicate_of") is None and r.attrs.get("reference") is None:
-                entries.setdefault(r.key, Entry(None, r.attrs))
-        table = cls(entries, space, attrs)
-        missing = table_size(space) - sum(c.key in entries for c in space.enumerate())
-        if missing:
-            raise QsearchError(
-                f"table {study.study_name!r} must hold every config of space {space.name!r}, "
-                f"but {missing} of {table_size(space)} are missing: run --build again to finish"
-            )
-        return table
-
-    @property
-    def fp32_accuracy(self) -> float:
-        return float(self.attrs["fp32_accuracy"])
-
-    def points(self) -> dict[str, tuple[float, float]]:
-        return {k: e.values for k, e in self.entries.items() if e.values is not None}
-
-
-class TableEvaluator:
-    """An evaluator that looks configs up in a table: the recorded accuracy, speedup and
-    attributes (so the beam's tie intervals are the measured ones), or the recorded failure."""
-
-    def __init__(self, table: Table) -> None:
-        self.table = table
-        self.calls: list[str] = []
-        self.missing: list[str] = []
-
-    @property
-    def fp32_accuracy(self) -> float:
-        return self.table.fp32_accuracy
-
-    def evaluate(self, config) -> TrialResult:
-        self.calls.append(config.key)
-        entry = self.table.entries.get(config.key)
-        if entry is None:  # the runner would record it as a failure: remember to refuse it
-            self.missing.append(config.describe())
-            raise TrialError(f"config {config.describe()} is not in the table")
-        if entry.values is None:
-            raise TrialError(entry.attrs.get("fail_reason", "failed (no reason recorded)"))
-        return TrialResult(entry.values[0], entry.values[1], dict(entry.attrs))
-
-
 # --- replay -------------------------------------------------------------------------------
 
 
 def strategy_for(name: str, seed: int, max_drop: float):
     """`beamK` or a sampler name (tpe, random, nsga2, grid) -> a strategy."""
     if name.startswith("beam"):
-        return make_strategy(int(name[4:] or 4), None, seed=seed, max_drop=max_drop)
+        if not name[4:].isdigit():
+            raise QsearchError(f"--strategies must name beam widths as beamK, but got {name!r}")
+        return make_strategy(int(name[4:]), None, seed=seed, max_drop=max_drop)
     return make_strategy(None, name, seed=seed, max_drop=max_drop)
 
 
@@ -324,6 +217,7 @@ def build(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from search.measure import TimingSettings
+    from search.objective import Evaluator
     from search.pipeline import RunSettings
     from search.quantize import quiet_libraries
     from search.space import load_space
@@ -333,6 +227,8 @@ def build(args: argparse.Namespace) -> int:
     task = default_task()
     space = load_space(args.space).resolve(task.operators)
     name = args.study or table_name(task.name, space.name)
+    if args.storage is None:
+        TABLES_DIR.mkdir(parents=True, exist_ok=True)
     storage = args.storage or default_table_storage(task.name, space.name)
     settings = RunSettings(space=args.space, sampler="grid", timing_seconds=args.timing_seconds)
     study = open_table(name, storage, space, task, {**settings.to_dict(), "study": name})
@@ -355,6 +251,16 @@ def build(args: argparse.Namespace) -> int:
         evaluator.close()
     print(f"Table {name}: {evaluated_count(study)} of {size} configs in {storage}")
     return 0
+
+
+def parse_fractions(text: str) -> list[float]:
+    try:
+        fractions = [float(f) for f in text.split(",")]
+    except ValueError:
+        fractions = []
+    if not fractions or not all(0 < f <= 1 for f in fractions):
+        raise QsearchError(f"--budgets must be fractions in (0, 1] like 0.1,0.2, but got {text!r}")
+    return fractions
 
 
 def print_results(table: Table, rows: list[dict], reference: tuple[float, float]) -> None:
@@ -419,9 +325,16 @@ def main(argv: list[str] | None = None) -> int:
         space_name = Path(args.space).stem
         name = args.study or table_name(args.task_name, space_name)
         storage = args.storage or default_table_storage(args.task_name, space_name)
+        if args.storage is None and not Path(storage[len("sqlite:///") :]).exists():
+            raise QsearchError(
+                f"the table {storage} must exist: build it first with --build --space "
+                f"{args.space} (make bench-table)"
+            )
         table = Table.from_study(load_study(name, storage))
         reference = (table.fp32_accuracy - args.ref_drop, args.ref_speedup)
-        fractions = [float(f) for f in args.budgets.split(",")]
+        fractions = parse_fractions(args.budgets)
+        if args.seeds < 1:
+            raise QsearchError(f"--seeds must be at least 1, but got {args.seeds}")
         strategies = args.strategies.split(",")
         runs = run_all(table, strategies, fractions, args.seeds, reference, args.max_drop)
     except QsearchError as exc:

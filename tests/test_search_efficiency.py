@@ -128,9 +128,15 @@ def test_shares_are_fractions_and_grow_with_the_budget(table):
     assert best["median_share"] == max(r["median_share"] for r in rows if r["fraction"] <= 0.2)
 
 
-def test_a_reference_above_every_config_is_refused(table):
+def test_a_reference_above_every_config_and_bad_options_are_refused(table):
     with pytest.raises(QsearchError, match="reference point"):
         bench.replay(table, "random", 5, 0, (FP32 + 0.1, 1.0))
+    with pytest.raises(QsearchError, match="beamK"):
+        bench.replay(table, "beamx", 5, 0, (FP32 - 0.05, 1.0))
+    with pytest.raises(QsearchError, match="--sampler must be one of"):
+        bench.replay(table, "cmaes", 5, 0, (FP32 - 0.05, 1.0))
+    with pytest.raises(QsearchError, match="--budgets"):
+        bench.parse_fractions("0.1,2")
 
 
 def test_tiny_task_table_is_a_study_that_replays(tiny_task, tmp_path, capsys):
