@@ -7,7 +7,8 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install run prepare test postgres lint format report dashboard bench-stability clean
+.PHONY: install run prepare test postgres lint format report dashboard bench-stability \
+	bench-table bench-efficiency clean
 
 install: $(VENV)/.installed
 
@@ -55,6 +56,15 @@ dashboard: install
 # Minutes: the same (fp32, int8) pair measured R times three ways (see benchmarks/).
 bench-stability: install
 	$(BIN)/python benchmarks/measurement_stability.py --repeats 10
+
+# ~40 minutes on a quiet machine: every config of the `dynamic` space measured once, into
+# benchmarks/tables/minilm-sentiment-dynamic.db (re-running continues an interrupted build).
+bench-table: install
+	$(BIN)/python benchmarks/search_efficiency.py --build --space dynamic
+
+# Seconds: every strategy replayed against that table (see benchmarks/search_efficiency.py).
+bench-efficiency: install
+	$(BIN)/python benchmarks/search_efficiency.py --space dynamic --seeds 5
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
