@@ -28,3 +28,13 @@ def test_measurement_stability_runs_three_methods_side_by_side(tiny_task):
         assert row["median_speedup"] > 0 and row["cv_percent"] >= 0
     assert rows[0]["coverage"] is None
     assert all(0 <= r["coverage"] <= 1 for r in rows[1:])
+
+
+def test_isolation_cost_compares_both_ways_on_the_same_configs(tiny_task):
+    bench = load("isolation_cost")
+    result = bench.run_benchmark(
+        tiny_task, trials=2, timing=TimingSettings(seconds=0.2), progress=lambda _: None
+    )
+    assert result["trials"] == 2
+    assert result["start_isolated_s"] > 0 and result["median_trial_isolated_s"] > 0
+    assert result["isolated_over_in_process"] > 0
