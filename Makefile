@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install run prepare test lint format report dashboard bench-stability clean
+.PHONY: install run prepare test lint format report dashboard bench-stability bench-cost clean
 
 install: $(VENV)/.installed
 
@@ -49,6 +49,10 @@ dashboard: install
 # Minutes: the same (fp32, int8) pair measured R times three ways (see benchmarks/).
 bench-stability: install
 	$(BIN)/python benchmarks/measurement_stability.py --repeats 10
+
+# Minutes: seconds per trial by phase, cheap trials vs the seed's naive pipeline.
+bench-cost: install
+	$(BIN)/python benchmarks/trial_cost.py --trials 3 --warmup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
