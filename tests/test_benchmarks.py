@@ -31,6 +31,7 @@ def test_measurement_stability_runs_three_methods_side_by_side(tiny_task):
 
 
 def test_trial_cost_runs_every_kind_through_both_pipelines(tiny_task_dir):
+    from search.config import QuantConfig
     from search.early import PruneSettings
     from search.tasks.default import load_task_dir
 
@@ -38,7 +39,16 @@ def test_trial_cost_runs_every_kind_through_both_pipelines(tiny_task_dir):
     # scored by agreement: the tiny model's own accuracy is near chance (see test_cheap_trials)
     task = load_task_dir(tiny_task_dir, name="tiny-agreement", metric="agreement")
     timing = TimingSettings(seconds=0.3, block_pairs=2, min_blocks=2, warmup_runs=1)
-    result = bench.run_benchmark(task, 1, timing, PruneSettings(drop=0.2), lambda _: None)
+    # the tiny model's collapsing config (test_cheap_trials.COLLAPSING): minmax, seconds
+    kinds = {
+        **bench.KINDS,
+        "collapsed": QuantConfig(
+            mode="static",
+            format="QDQ",
+            operators=("Add", "LayerNormalization", "MatMul", "Softmax"),
+        ),
+    }
+    result = bench.run_benchmark(task, 1, timing, PruneSettings(drop=0.2), lambda _: None, kinds)
     rows = {(r["kind"], r["pipeline"]): r for r in result["rows"]}
     assert set(rows) == {
         *((k, p) for k in ("dynamic", "static", "collapsed") for p in ("qsearch", "naive")),
