@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: install run prepare test postgres lint format report dashboard bench-stability \
-	bench-table bench-efficiency clean
+	bench-table bench-efficiency bench-cost clean
 
 install: $(VENV)/.installed
 
@@ -65,6 +65,10 @@ bench-table: install
 # Seconds: every strategy replayed against that table (see benchmarks/search_efficiency.py).
 bench-efficiency: install
 	$(BIN)/python benchmarks/search_efficiency.py --space dynamic --seeds 5
+
+# Minutes: seconds per trial by phase, cheap trials vs the seed's naive pipeline.
+bench-cost: install
+	$(BIN)/python benchmarks/trial_cost.py --trials 3 --warmup
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

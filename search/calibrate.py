@@ -3,14 +3,25 @@
 Ranges depend on the model, the calibration data and the method, not on which operators a
 trial quantizes, so they are computed once with every operator static mode can quantize and
 passed to each trial (`calibration_tensors_range`): identical logits, a fraction of the cost.
+
+They are also kept on disk (`$QSEARCH_HOME/calibration/<key>.npz`), keyed by a content hash
+of everything they depend on (model bytes, calibration rows, method and its parameters, the
+operators ranged, onnxruntime and optimum versions), so a resumed or new search on the same
+model calibrates once (13 s on the default task). Files are written to a temporary name and
+renamed into place; a file that cannot be read back is ignored and recomputed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
+import os
 import tempfile
 from contextlib import redirect_stdout
 from pathlib import Path
+
+import numpy as np
 
 from search.config import QuantConfig, quantizable_operators
 from search.errors import TrialError
@@ -24,16 +35,50 @@ HISTOGRAM_METHODS = ("entropy", "percentile")
 HISTOGRAM_EXCLUDED = frozenset({"Where", "Add"})
 
 
-class CalibrationCache:
-    """In-run memo of ranges keyed by (model digest, method, percentile)."""
+CACHE_FORMAT = 1
 
-    def __init__(self, task: TextClassificationTask, batch_size: int = 8) -> None:
+
+class CalibrationCache:
+    """Ranges per (model, data, method, parameters): in memory for the run, and on disk
+    under `directory` (default `$QSEARCH_HOME/calibration`; None keeps them in memory)."""
+
+    def __init__(
+        self,
+        task: TextClassificationTask,
+        batch_size: int = 8,
+        directory: Path | None | str = "default",
+    ) -> None:
         self.task = task
         self.batch_size = batch_size
-        self._ranges: dict[tuple, object] = {}
+        if directory == "default":
+            from search.tasks.default import qsearch_home
 
-    def key(self, config: QuantConfig) -> tuple:
-        return (self.task.model_digest, config.calibration, config.percentile)
+            directory = qsearch_home() / "calibration"
+        self.directory = None if directory is None else Path(directory)
+        self._ranges: dict[str, object] = {}
+        self._data_digest: str | None = None
+        self.computed = 0  # ranges computed (not read back) by this cache: what it saved
+
+    def key(self, config: QuantConfig) -> str:
+        """Content hash of everything the ranges depend on."""
+        import onnxruntime
+        import optimum.version
+
+        if self._data_digest is None:
+            rows = json.dumps(self.task.calibration_rows, sort_keys=True).encode()
+            self._data_digest = hashlib.sha256(rows).hexdigest()
+        parts = {
+            "format": CACHE_FORMAT,
+            "model": self.task.model_digest,
+            "data": self._data_digest,
+            "method": config.calibration,
+            "percentile": config.percentile if config.calibration == "percentile" else None,
+            "batch_size": self.batch_size,
+            "operators": ranged_operators(self.task, config),
+            "onnxruntime": onnxruntime.__version__,
+            "optimum": optimum.version.__version__,
+        }
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:32]
 
     def ranges(self, config: QuantConfig):
         if config.mode != "static":
@@ -48,8 +93,79 @@ class CalibrationCache:
                 )
         key = self.key(config)
         if key not in self._ranges:
-            self._ranges[key] = compute_ranges(self.task, config, self.batch_size)
+            ranges = self._read(key)
+            if ranges is None:
+                ranges = compute_ranges(self.task, config, self.batch_size)
+                self.computed += 1
+                self._write(key, ranges)
+            self._ranges[key] = ranges
         return self._ranges[key]
+
+    def path(self, key: str) -> Path | None:
+        return None if self.directory is None else self.directory / f"{key}.npz"
+
+    def _read(self, key: str):
+        path = self.path(key)
+        if path is None or not path.is_file():
+            return None
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return ranges_from_arrays(dict(data))
+        except Exception:  # noqa: BLE001 - a corrupt or foreign file: recompute it
+            return None
+
+    def _write(self, key: str, ranges) -> None:
+        path = self.path(key)
+        if path is None:
+            return
+        tmp = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{key}-", suffix=".npz", dir=path.parent)
+            with os.fdopen(fd, "wb") as f:
+                np.savez(f, **ranges_to_arrays(ranges))
+            os.replace(tmp, path)  # atomic: readers see the old file or the whole new one
+        except OSError:  # a full or read-only disk only costs the next run a calibration
+            if tmp is not None:
+                Path(tmp).unlink(missing_ok=True)
+
+
+def ranges_to_arrays(ranges) -> dict[str, np.ndarray]:
+    """onnxruntime's `TensorsData` as plain arrays (no pickle), plus a JSON index."""
+    index: dict = {"method": ranges.calibration_method.name, "tensors": []}
+    arrays: dict[str, np.ndarray] = {}
+    for i, (name, data) in enumerate(ranges.items()):
+        fields = []
+        for attr in data._attrs:
+            value = getattr(data, attr)
+            fields.append([attr, isinstance(value, np.ndarray)])
+            arrays[f"t{i}_{attr}"] = np.asarray(value)
+        index["tensors"].append([name, fields])
+    arrays["index"] = np.array(json.dumps(index))
+    return arrays
+
+
+def ranges_from_arrays(arrays: dict[str, np.ndarray]):
+    from onnxruntime.quantization.calibrate import CalibrationMethod, TensorData, TensorsData
+
+    index = json.loads(str(arrays["index"]))
+    data = {}
+    for i, (name, fields) in enumerate(index["tensors"]):
+        values = {}
+        for attr, is_array in fields:
+            value = arrays[f"t{i}_{attr}"]
+            values[attr] = value if is_array else value.item()
+        data[name] = TensorData(**values)
+    return TensorsData(CalibrationMethod[index["method"]], data)
+
+
+def ranged_operators(task: TextClassificationTask, config: QuantConfig) -> list[str]:
+    """The operators whose inputs are ranged: all static can quantize, but the histogram
+    methods leave out the mask's operators."""
+    operators = set(task.operators) & quantizable_operators("static", "QDQ")
+    if config.calibration in HISTOGRAM_METHODS:
+        operators -= HISTOGRAM_EXCLUDED
+    return sorted(operators)
 
 
 def compute_ranges(task: TextClassificationTask, config: QuantConfig, batch_size: int = 8):
@@ -67,10 +183,7 @@ def compute_ranges(task: TextClassificationTask, config: QuantConfig, batch_size
         calibration = AutoCalibrationConfig.entropy(dataset)
     else:
         calibration = AutoCalibrationConfig.percentiles(dataset, percentile=config.percentile)
-    operators = set(task.operators) & quantizable_operators("static", "QDQ")
-    if config.calibration in HISTOGRAM_METHODS:
-        operators -= HISTOGRAM_EXCLUDED
-    operators = sorted(operators)
+    operators = ranged_operators(task, config)
     model = Path(task.model_path)
     quantizer = ORTQuantizer.from_pretrained(model.parent, file_name=model.name)
     # fit() writes an augmented copy of the model; keep it out of the working directory.

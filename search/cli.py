@@ -108,6 +108,12 @@ def run(
     max_drop: float = _opt(
         "--max-drop", "Metric drop from fp32 the beam and report accept (0.01 = 1 point).", "0.01"
     ),
+    prune_drop: float = _opt(
+        "--prune-drop",
+        "Stop a trial, before timing, once its metric provably cannot come within this "
+        "drop of fp32 (0.05 = 5 points; 1 turns it off).",
+        "0.05",
+    ),
     timing_seconds: float = _opt(
         "--timing-seconds",
         "Most interleaved timing per trial (stops earlier once the interval is tight enough).",

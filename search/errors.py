@@ -40,6 +40,42 @@ class TrialError(Exception):
     """One trial failed (quantization, session creation, NaN outputs); the search goes on."""
 
 
+class TrialOutcome(Exception):
+    """A trial that ended early with an answer, not a failure: the runner records it.
+
+    Raised by `Evaluator.evaluate` so its return type stays one plain result. Every argument
+    is plain data passed on to `Exception`, so an outcome pickles across processes; `attrs`
+    are the trial's user attributes measured so far (config, graph hash, phase seconds).
+    """
+
+
+class SameGraph(TrialOutcome):
+    """The config quantized to a graph (with session options) already evaluated as trial
+    `number`: the trial copies that result instead of measuring it again."""
+
+    def __init__(self, number: int, attrs: dict) -> None:
+        super().__init__(number, attrs)
+        self.number = number
+        self.attrs = attrs
+
+    def __str__(self) -> str:
+        return f"same quantized graph as trial {self.number}"
+
+
+class TrialPruned(TrialOutcome):
+    """The metric, on the examples seen so far, cannot reach the pruning threshold: the
+    trial stops before timing and is recorded as PRUNED with `evidence` (plain numbers)."""
+
+    def __init__(self, reason: str, evidence: dict, attrs: dict) -> None:
+        super().__init__(reason, evidence, attrs)
+        self.reason = reason
+        self.evidence = evidence
+        self.attrs = attrs
+
+    def __str__(self) -> str:
+        return self.reason
+
+
 class Terminated(BaseException):
     """SIGTERM arrived: unwind at once (the trial under way is marked interrupted), exit 143.
 

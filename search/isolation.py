@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from search.early import PruneSettings
 from search.errors import TrialError
 from search.measure import TimingSettings
 from search.tasks.base import TextClassificationTask
@@ -39,11 +40,12 @@ class EvaluatorSpec:
     task: TextClassificationTask
     timing: TimingSettings
     workdir: Path
+    prune: PruneSettings | None = None
 
     def build(self):
         from search.objective import Evaluator
 
-        return Evaluator(self.task, self.timing, self.workdir)
+        return Evaluator(self.task, self.timing, self.workdir, self.prune)
 
 
 def _die_with_parent() -> None:
@@ -105,12 +107,13 @@ class IsolatedEvaluator:
         timing: TimingSettings | None = None,
         time_limit: float | None = DEFAULT_TIME_LIMIT,
         spec_type: type[EvaluatorSpec] = EvaluatorSpec,
+        prune: PruneSettings | None = None,
     ) -> None:
         self.task = task
         self.timing = timing or TimingSettings()
         self.time_limit = time_limit
         self.workdir = Path(tempfile.mkdtemp(prefix="qsearch-"))
-        self._spec = spec_type(task, self.timing, self.workdir)
+        self._spec = spec_type(task, self.timing, self.workdir, prune)
         self._context = multiprocessing.get_context("spawn")
         self._process = None
         self._conn = None

@@ -4,8 +4,11 @@ Both models run on the same real batches, alternating which goes first (ABBA), s
 of the machine hit both alike. Pairs are grouped in blocks; the speedup is the geometric mean
 of the pair ratios and its 95% interval comes from the spread between blocks (`search.stats`),
 never narrower than the run-to-run drift floor. Timing stops as soon as the blocks' own
-interval is tight enough (`target`: more timing would only shrink that part) or the time
-budget ends.
+interval is tight enough (`target`: more timing would only shrink that part), when the
+time budget ends, or (racing, `race_below`) as soon as the honest interval's upper bound
+falls below the speed the config would need to reach the frontier at its accuracy: more
+timing could not put it there. A raced interval is computed exactly as any other, from fewer
+blocks, so it is only wider.
 
 Other processes' CPU use is read from /proc/stat during every block. Blocks measured while
 another process held more than `load_threshold` of a core are left out of the estimate when
@@ -62,7 +65,7 @@ class Speedup:
     baseline_sps: float  # samples per second
     candidate_sps: float
     seconds: float  # timing spent, warm-up excluded
-    stopped: str  # "target", "budget"
+    stopped: str  # "target", "budget", "raced"
     other_load: float  # mean CPU use of other processes during timing, in cores
     loaded: bool  # some blocks ran under load: see the module docstring
     loaded_blocks: int
@@ -70,6 +73,7 @@ class Speedup:
     baseline_p90_ms: float
     candidate_p50_ms: float
     candidate_p90_ms: float
+    race_below: float | None = None  # the frontier's speed at this accuracy, when racing
 
     @property
     def rel_half_width(self) -> float:
@@ -154,8 +158,12 @@ def paired_speedup(
     settings: TimingSettings,
     clock: Callable[[], float] = time.perf_counter,
     probe: LoadProbe | None = None,
+    race_below: float | None = None,
 ) -> Speedup:
-    """Speedup of `candidate` over `baseline`: interleaved runs on the same batches."""
+    """Speedup of `candidate` over `baseline`: interleaved runs on the same batches. With
+    `race_below`, timing stops ("raced") once the interval's upper bound, floor included, is
+    below it: two non-overlapping 95% intervals, checked after each block from the second
+    on (the config stays off the frontier unless both intervals are wrong together)."""
     probe = probe or LoadProbe()
     for i in range(settings.warmup_runs):
         batch = batches[i % len(batches)]
@@ -193,6 +201,11 @@ def paired_speedup(
             logs.append(math.log(b_med / c_med) if b_med > 0 and c_med > 0 else 0.0)
         else:
             logs.append(float(np.mean(block)))
+        # Racing may stop from two blocks on: the t-interval is honest (wide) for few blocks.
+        raced = race_below is not None and len(logs) >= 2
+        if raced and estimate_blocks(logs, loads, settings)[0].high < race_below:
+            stopped = "raced"
+            break
         if len(logs) < settings.min_blocks:
             continue
         est, loaded = estimate_blocks(logs, loads, settings, floor=False)
@@ -222,4 +235,5 @@ def paired_speedup(
         baseline_p90_ms=1000 * float(np.percentile(base, 90)),
         candidate_p50_ms=1000 * float(np.percentile(cand, 50)),
         candidate_p90_ms=1000 * float(np.percentile(cand, 90)),
+        race_below=race_below,
     )

@@ -2,10 +2,17 @@
 
 Anything that goes wrong inside the quantizer or onnxruntime becomes a `TrialError` with the
 library's reason; the runner records it as a FAIL trial and the search goes on.
+
+A trial is answered as cheaply as the evidence allows (`search.early`): a quantized graph
+already measured in the study is copied (`SameGraph`), a config whose metric provably cannot
+reach `fp32 - prune drop` stops after a slice of the evaluation set (`TrialPruned`), and
+timing stops once the config provably cannot reach the frontier at its accuracy (racing).
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import shutil
 import tempfile
@@ -14,9 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from search.calibrate import CalibrationCache
 from search.config import QuantConfig, make_session_options
-from search.errors import TrialError
+from search.context import TrialContext
+from search.early import PruneSettings, look_evidence, per_example_hits, race_bar
+from search.errors import SameGraph, TrialError, TrialPruned
 from search.measure import Speedup, TimingSettings, make_session, paired_speedup
 from search.metrics import LABEL_METRICS
 from search.quantize import quantize
@@ -41,9 +52,11 @@ class Evaluator:
         task: TextClassificationTask,
         timing: TimingSettings | None = None,
         workdir: Path | None = None,
+        prune: PruneSettings | None = None,
     ) -> None:
         self.task = task
         self.timing = timing or TimingSettings()
+        self.prune = prune or PruneSettings()
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="qsearch-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.calibration = CalibrationCache(task)
@@ -72,6 +85,11 @@ class Evaluator:
     def fp32_accuracy(self) -> float:
         """fp32's score on the task's metric (1.0 for fidelity metrics, by definition)."""
         return self.task.score(self.fp32_outputs, self.fp32_outputs)
+
+    @property
+    def prune_threshold(self) -> float:
+        """The metric below which a config is pruned: fp32's minus the prune drop."""
+        return self.fp32_accuracy - self.prune.drop
 
     @property
     def timing_batches(self):
@@ -110,8 +128,8 @@ class Evaluator:
             )
         return self._options_gain[key]
 
-    def _load(self, config: QuantConfig, out: Path, phases: dict[str, float]):
-        """Calibrate, quantize and load `config`: (session, model size in MB)."""
+    def _quantize(self, config: QuantConfig, out: Path, phases: dict[str, float]) -> Path:
+        """Calibrate (cached ranges) and quantize `config`: the quantized file."""
         t = time.perf_counter()
         try:
             ranges = self.calibration.ranges(config)
@@ -126,69 +144,176 @@ class Evaluator:
         except Exception as exc:  # noqa: BLE001
             raise TrialError(f"quantization failed: {_reason(exc)}") from exc
         phases["quantize"] = time.perf_counter() - t
+        return path
+
+    def _open(self, config: QuantConfig, path: Path):
         try:
-            session = make_session(path, config.session_options(self.timing.threads))
+            return make_session(path, config.session_options(self.timing.threads))
         except Exception as exc:  # noqa: BLE001
             raise TrialError(f"onnxruntime could not load the model: {_reason(exc)}") from exc
-        return session, path.stat().st_size / 1e6
+
+    def graph_key(self, config: QuantConfig, graph_sha256: str) -> str:
+        """The quantized file, the session options and the timing that run it: trials with
+        equal keys measure the same thing. (Quantizing one config twice writes identical
+        bytes, checked by the tests, so the file's own hash is the graph's.)"""
+        graph_optimization, fusions = config.session_key()
+        text = json.dumps(
+            [graph_sha256, graph_optimization, list(fusions), self.timing.threads]
+            + [self.timing.objective]
+        )
+        return hashlib.sha256(text.encode()).hexdigest()[:32]
 
     def retime(self, config: QuantConfig) -> Speedup:
         """A fresh, independent speed measurement of `config` (confirmation, `measure`)."""
         out = Path(tempfile.mkdtemp(prefix="retime-", dir=self.workdir))
         try:
-            session, _ = self._load(config, out, {})
+            session = self._open(config, self._quantize(config, out, {}))
             return paired_speedup(self.baseline, session, self.timing_batches, self.timing)
         finally:
             shutil.rmtree(out, ignore_errors=True)
 
-    def evaluate(self, config: QuantConfig) -> TrialResult:
-        started = time.perf_counter()
-        phases: dict[str, float] = {}
-        out = Path(tempfile.mkdtemp(prefix="trial-", dir=self.workdir))
-        try:
-            session, size_mb = self._load(config, out, phases)
-            t = time.perf_counter()
+    def _score(self, session, attrs: dict) -> tuple[np.ndarray, float, list[dict]]:
+        """The metric, slice by slice (`task.eval_slices`), pruning as soon as the bound
+        allows; returns (outputs, metric, the looks' evidence)."""
+        slices = self.task.eval_slices
+        total = sum(len(b) for part in slices for b in part)
+        alpha_look = self.prune.alpha / max(1, len(slices) - 1)
+        threshold = self.prune_threshold
+        rows: list[np.ndarray] = []
+        looks: list[dict] = []
+        for j, part in enumerate(slices):
             try:
-                outputs = self.task.outputs(session)
-                accuracy = self.task.score(outputs, self.fp32_outputs)
+                rows.append(self.task.outputs(session, part))
             except TrialError:
                 raise
             except Exception as exc:  # noqa: BLE001
                 raise TrialError(f"onnxruntime failed running the model: {_reason(exc)}") from exc
-            phases["accuracy"] = time.perf_counter() - t
-            if not math.isfinite(accuracy):
-                raise TrialError(f"accuracy is {accuracy}")
+            if j == len(slices) - 1 or threshold <= 0:
+                continue
+            hits = per_example_hits(
+                self.task.metric,
+                np.concatenate(rows),
+                self.task.eval_references,
+                self.fp32_outputs,
+            )
+            if hits is None:
+                continue
+            look = look_evidence(hits, total, threshold, alpha_look, j + 1, len(slices))
+            looks.append(look)
+            if look["hopeless"]:
+                raise self._pruned(look, attrs)
+        outputs = np.concatenate(rows)
+        metric = self.task.score(outputs, self.fp32_outputs)
+        if not math.isfinite(metric):
+            raise TrialError(f"accuracy is {metric}")
+        final = {
+            "look": len(slices),
+            "looks": len(slices),
+            "examples_seen": total,
+            "examples_total": total,
+            "metric_so_far": round(metric, 5),
+            "metric_ceiling": round(metric, 5),
+            "threshold": round(threshold, 5),
+            "alpha_per_look": 0.0,
+            "bound": "exact: every example seen",
+            "hopeless": metric < threshold - 1e-12,
+        }
+        looks.append(final)
+        if final["hopeless"]:
+            raise self._pruned(final, attrs)
+        return outputs, metric, looks
+
+    def _pruned(self, look: dict, attrs: dict) -> TrialPruned:
+        metric = self.task.metric
+        reason = (
+            f"pruned after {look['examples_seen']} of {look['examples_total']} examples: "
+            f"{metric} {look['metric_so_far']:.3f} so far, at most {look['metric_ceiling']:.3f} "
+            f"on all ({look['bound']}), below fp32 {self.fp32_accuracy:.3f} - "
+            f"{self.prune.drop:g} = {look['threshold']:.3f}"
+        )
+        return TrialPruned(reason, look, attrs)
+
+    def evaluate(self, config: QuantConfig, context: TrialContext | None = None) -> TrialResult:
+        """Measure `config`. Raises `SameGraph` when its graph is in `context.known_graphs`,
+        `TrialPruned` when its metric cannot reach the threshold, `TrialError` on failure."""
+        context = context or TrialContext()
+        started = time.perf_counter()
+        phases: dict[str, float] = {}
+        attrs: dict[str, Any] = {
+            "config": config.to_dict(),
+            "config_key": config.key,
+            "description": config.describe(),
+            "phase_seconds": phases,
+        }
+        out = Path(tempfile.mkdtemp(prefix="trial-", dir=self.workdir))
+        try:
+            path = self._quantize(config, out, phases)
+            attrs["graph_sha256"] = _sha256(path)
+            attrs["graph_key"] = self.graph_key(config, attrs["graph_sha256"])
+            attrs["model_size_mb"] = round(path.stat().st_size / 1e6, 3)
+            if attrs["graph_key"] in context.known_graphs:
+                _close(attrs, started)
+                raise SameGraph(context.known_graphs[attrs["graph_key"]], attrs)
+            session = self._open(config, path)
+            attrs |= {
+                "accuracy_fp32": self.fp32_accuracy,
+                "prune_settings": self.prune.to_dict(),
+                "timing_settings": self.timing.to_dict(),
+                "worker": worker_info(self.timing.threads),
+            }
             t = time.perf_counter()
-            speed = paired_speedup(self.baseline, session, self.timing_batches, self.timing)
+            try:
+                outputs, accuracy, looks = self._score(session, attrs)
+            except TrialPruned:
+                phases["accuracy"] = time.perf_counter() - t
+                _close(attrs, started)
+                raise
+            phases["accuracy"] = time.perf_counter() - t
+            t = time.perf_counter()
+            frontier = (*context.frontier, (self.fp32_accuracy, 1.0))
+            bar = race_bar(frontier, accuracy) if self.prune.race else None
+            speed = paired_speedup(
+                self.baseline, session, self.timing_batches, self.timing, race_below=bar
+            )
             gain = self.options_gain(config)
             phases["timing"] = time.perf_counter() - t
             if not math.isfinite(speed.ratio) or speed.ratio <= 0:
                 raise TrialError(f"speedup is {speed.ratio}")
-            attrs = {
-                "config": config.to_dict(),
-                "config_key": config.key,
-                "description": config.describe(),
-                "accuracy_fp32": self.fp32_accuracy,
+            attrs |= {
                 "accuracy_drop": self.fp32_accuracy - accuracy,
+                "accuracy_looks": looks,
                 "speedup_low": speed.low,
                 "speedup_high": speed.high,
                 "timing": speed.to_dict(),
                 "loaded": speed.loaded,
                 **self.accuracy_difference(outputs),
                 "fp32_options_speedup": gain.ratio if gain else 1.0,
-                "model_size_mb": round(size_mb, 3),
                 "model_size_fp32_mb": round(self.fp32_size_mb, 3),
-                "phase_seconds": {k: round(v, 3) for k, v in phases.items()},
-                "wall_seconds": round(time.perf_counter() - started, 3),
-                "worker": worker_info(self.timing.threads),
-                "timing_settings": self.timing.to_dict(),
             }
+            _close(attrs, started)
             return TrialResult(accuracy=accuracy, speedup=speed.ratio, attrs=attrs)
+        except TrialError as exc:
+            exc.attrs = {k: attrs[k] for k in ("graph_sha256", "graph_key") if k in attrs}
+            raise
         finally:
             shutil.rmtree(out, ignore_errors=True)
 
     def close(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+def _sha256(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _close(attrs: dict, started: float) -> None:
+    """Round the phase times and stamp the wall time: the attributes are final."""
+    attrs["phase_seconds"] = {k: round(v, 3) for k, v in attrs["phase_seconds"].items()}
+    attrs["wall_seconds"] = round(time.perf_counter() - started, 3)
 
 
 def _reason(exc: BaseException) -> str:

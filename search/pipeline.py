@@ -15,6 +15,7 @@ import optuna
 
 from search.config import optimum_dynamic_presets
 from search.confirm import confirm_frontier
+from search.early import PruneSettings
 from search.errors import QsearchError
 from search.isolation import DEFAULT_TIME_LIMIT, IsolatedEvaluator
 from search.liveness import claim_lock, running_elsewhere
@@ -44,6 +45,7 @@ class RunSettings:
     study: str | None = None
     storage: str | None = None
     max_drop: float = 0.01
+    prune_drop: float = 0.05
     timing_seconds: float = 12.0
     timing_target: float = 0.02
     objective: str = "throughput"
@@ -77,6 +79,11 @@ class RunSettings:
             )
         if not 0 <= self.max_drop < 1:
             raise QsearchError(f"--max-drop must be a fraction in [0, 1), but got {self.max_drop}")
+        if not self.max_drop <= self.prune_drop <= 1:
+            raise QsearchError(
+                f"--prune-drop must be a fraction in [--max-drop, 1] (a config the search "
+                f"accepts is never pruned; 1 turns pruning off), but got {self.prune_drop}"
+            )
         if self.timing_seconds <= 0:
             raise QsearchError(f"--timing-seconds must be positive, but got {self.timing_seconds}")
         if self.objective not in OBJECTIVES:
@@ -164,10 +171,13 @@ class Search:
             threads=self.settings.threads,
             objective=self.settings.objective,
         )
+        prune = PruneSettings(drop=self.settings.prune_drop)
         if self.settings.isolate:
-            self.evaluator = IsolatedEvaluator(self.task, timing, self.settings.trial_time_limit)
+            self.evaluator = IsolatedEvaluator(
+                self.task, timing, self.settings.trial_time_limit, prune=prune
+            )
         else:
-            self.evaluator = Evaluator(self.task, timing)
+            self.evaluator = Evaluator(self.task, timing, prune=prune)
         if "fp32_accuracy" not in self.study.user_attrs:
             self.study.set_user_attr("fp32_accuracy", self.evaluator.fp32_accuracy)
 

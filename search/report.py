@@ -16,7 +16,7 @@ import optuna
 import pandas as pd
 
 from search.ranking import within_drop
-from search.results import failed_rows, pareto_rows, trial_rows
+from search.results import PRUNED_COLUMNS, failed_rows, pareto_rows, pruned_rows, trial_rows
 
 
 def _scatter(study: optuna.Study, rows: pd.DataFrame, front: pd.DataFrame):
@@ -172,6 +172,7 @@ def render_html(study: optuna.Study, max_drop: float = 0.01) -> str:
     rows = trial_rows(study)
     front = pareto_rows(study)
     failed = failed_rows(study)
+    pruned = pruned_rows(study)
     attrs = study.user_attrs
     fp32 = attrs.get("fp32_accuracy")
     e = html.escape
@@ -297,6 +298,10 @@ another process used the CPU (its interval was widened or its loaded blocks drop
             {**fmt, "speedup_low": "{:.3f}", "speedup_high": "{:.3f}", "beam_round": "{:.0f}"},
         )
     }
+<h2>Pruned as hopeless ({len(pruned)})</h2>
+<p>Stopped before timing: on the examples seen, the metric's upper bound on the whole
+evaluation set fell below the threshold (fp32 minus the prune drop).</p>
+{_table(pruned, PRUNED_COLUMNS, {"so_far": "{:.3f}", "ceiling": "{:.3f}", "threshold": "{:.3f}"})}
 <h2>Failed and pruned trials ({len(failed)})</h2>
 {_table(failed, ["trial", "state", "config", "reason"])}
 <h2>Environment</h2>

@@ -102,7 +102,35 @@ def pareto_rows(study: optuna.Study) -> pd.DataFrame:
     return out
 
 
+PRUNED_COLUMNS = ["trial", "config", "seen", "total", "so_far", "ceiling", "threshold", "bound"]
+
+
+def pruned_rows(study: optuna.Study) -> pd.DataFrame:
+    """Configs answered early as hopeless, with the evidence: examples seen, the metric on
+    them, the bound on the whole set and the threshold it fell below."""
+    rows = []
+    for t in study.get_trials(deepcopy=False, states=[TrialState.PRUNED]):
+        a = t.user_attrs
+        evidence = a.get("prune_evidence")
+        if evidence is None or a.get("duplicate_of") is not None:
+            continue
+        rows.append(
+            {
+                "trial": t.number,
+                "config": a.get("description", ""),
+                "seen": evidence.get("examples_seen"),
+                "total": evidence.get("examples_total"),
+                "so_far": evidence.get("metric_so_far"),
+                "ceiling": evidence.get("metric_ceiling"),
+                "threshold": evidence.get("threshold"),
+                "bound": evidence.get("bound", ""),
+            }
+        )
+    return pd.DataFrame(rows, columns=PRUNED_COLUMNS)
+
+
 def failed_rows(study: optuna.Study) -> pd.DataFrame:
+    """Failed trials, and pruned ones (invalid combinations, hopeless configs), with why."""
     rows = []
     for t in study.get_trials(deepcopy=False, states=[TrialState.FAIL, TrialState.PRUNED]):
         a = t.user_attrs

@@ -16,7 +16,8 @@ import optuna
 from optuna.trial import TrialState
 
 from search.config import QuantConfig
-from search.errors import ConfigError, TrialError
+from search.context import trial_context
+from search.errors import ConfigError, SameGraph, TrialError, TrialPruned
 from search.liveness import Heartbeat, is_interrupted, recover_stale, running_elsewhere, worker_id
 from search.objective import Evaluator, TrialResult
 from search.space import SearchSpace
@@ -36,21 +37,23 @@ class RunSummary:
 
 
 def evaluated_count(study: optuna.Study) -> int:
-    """Trials that count toward the budget: evaluated configs, not duplicates or references."""
+    """Trials that count toward the budget: evaluated configs (pruned ones included: they
+    are answers), not copies (`duplicate_of`), references or invalid combinations."""
     return sum(
         1
         for r in records(study)
-        if r.state != TrialState.PRUNED
+        if (r.state != TrialState.PRUNED or r.attrs.get("prune_evidence") is not None)
         and r.attrs.get("duplicate_of") is None
         and r.attrs.get("reference") is None
     )
 
 
 def _known(study: optuna.Study) -> dict[str, int]:
-    """config key -> number of the trial that evaluated it first."""
+    """config key -> number of the trial that answered it first (a same-graph copy answers
+    its own config)."""
     out: dict[str, int] = {}
     for r in records(study, states=FINISHED):
-        if r.attrs.get("duplicate_of") is None:
+        if r.attrs.get("duplicate_of") is None or r.attrs.get("same_graph_as") is not None:
             out.setdefault(r.key, r.number)
     return out
 
@@ -61,12 +64,34 @@ def _tell_result(study: optuna.Study, trial: optuna.Trial, result: TrialResult) 
     study.tell(trial, [result.accuracy, result.speedup])
 
 
-def _tell_failure(study: optuna.Study, trial: optuna.Trial, config: QuantConfig, reason: str):
+def _tell_failure(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    config: QuantConfig,
+    reason: str,
+    attrs: dict | None = None,
+) -> None:
+    for k, v in (attrs or {}).items():
+        trial.set_user_attr(k, v)
     trial.set_user_attr("config", config.to_dict())
     trial.set_user_attr("config_key", config.key)
     trial.set_user_attr("description", config.describe())
     trial.set_user_attr("fail_reason", reason)
     study.tell(trial, state=TrialState.FAIL)
+
+
+def _copy(study: optuna.Study, trial: optuna.Trial, number: int) -> None:
+    """Tell `trial` with the values (or state and reason) of trial `number`."""
+    source = study.get_trials(deepcopy=False)[number]
+    trial.set_user_attr("duplicate_of", source.number)
+    if source.state == TrialState.COMPLETE:
+        for k in ("speedup_low", "speedup_high", "accuracy_fp32"):
+            if k in source.user_attrs:
+                trial.set_user_attr(k, source.user_attrs[k])
+        study.tell(trial, list(source.values))
+    else:
+        trial.set_user_attr("fail_reason", source.user_attrs.get("fail_reason", "duplicate"))
+        study.tell(trial, state=source.state)
 
 
 def evaluate_into(
@@ -76,22 +101,33 @@ def evaluate_into(
     evaluator: Evaluator,
     known: dict[str, int],
 ) -> str:
-    """Evaluate `config` as `trial` (or copy an earlier identical trial); return the outcome."""
+    """Evaluate `config` as `trial`, or copy an earlier trial of the same config or of the
+    same quantized graph; return the outcome (complete, pruned, failed or duplicate)."""
     if config.key in known:
         source = study.get_trials(deepcopy=False)[known[config.key]]
-        trial.set_user_attr("duplicate_of", source.number)
         for k in ("config", "config_key", "description"):
             trial.set_user_attr(k, source.user_attrs.get(k))
-        if source.state == TrialState.COMPLETE:
-            study.tell(trial, list(source.values))
-        else:
-            trial.set_user_attr("fail_reason", source.user_attrs.get("fail_reason", "duplicate"))
-            study.tell(trial, state=source.state)
+        _copy(study, trial, source.number)
         return "duplicate"
     try:
-        result = evaluator.evaluate(config)
+        result = evaluator.evaluate(config, trial_context(study))
+    except SameGraph as same:
+        for k, v in same.attrs.items():
+            trial.set_user_attr(k, v)
+        trial.set_user_attr("same_graph_as", same.number)
+        _copy(study, trial, same.number)
+        known[config.key] = trial.number
+        return "duplicate"
+    except TrialPruned as pruned:
+        for k, v in pruned.attrs.items():
+            trial.set_user_attr(k, v)
+        trial.set_user_attr("fail_reason", pruned.reason)
+        trial.set_user_attr("prune_evidence", pruned.evidence)
+        study.tell(trial, state=TrialState.PRUNED)
+        known[config.key] = trial.number
+        return "pruned"
     except TrialError as exc:
-        _tell_failure(study, trial, config, str(exc))
+        _tell_failure(study, trial, config, str(exc), getattr(exc, "attrs", None))
         known[config.key] = trial.number
         return "failed"
     except Exception as exc:  # noqa: BLE001 - an unexpected library error fails one trial only

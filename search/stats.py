@@ -151,3 +151,47 @@ def tie_groups(intervals: Sequence[tuple[float, float, float]]) -> list[int]:
             leader_low = low
         group[i] = current
     return group
+
+
+def _log_comb(n: int, k: int) -> float:
+    return math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+
+
+def hypergeometric_cdf(k: int, population: int, successes: int, draws: int) -> float:
+    """P(K <= k) for K successes in `draws` taken without replacement from `population`
+    items of which `successes` are successes."""
+    low = max(0, draws - (population - successes))
+    high = min(draws, successes)
+    if k < low:
+        return 0.0
+    if k >= high:
+        return 1.0
+    total = _log_comb(population, draws)
+    terms = (
+        _log_comb(successes, j) + _log_comb(population - successes, draws - j) - total
+        for j in range(low, k + 1)
+    )
+    return min(1.0, sum(math.exp(t) for t in terms))
+
+
+def population_upper_bound(correct: int, seen: int, population: int, alpha: float) -> int:
+    """One-sided exact (1 - alpha) upper bound on the successes in the whole finite
+    population, from `correct` successes among `seen` items drawn uniformly without
+    replacement: the largest M that a hypergeometric test at level alpha does not reject.
+
+    This is Clopper-Pearson's construction with the hypergeometric in place of the binomial:
+    exact for a finite evaluation set, tighter than the binomial as the sample grows, and
+    equal to `correct` once every item is seen (no uncertainty is left).
+    """
+    if not 0 <= correct <= seen <= population:
+        raise ValueError(
+            f"need 0 <= correct <= seen <= population, got {correct}, {seen}, {population}"
+        )
+    low, high = correct, correct + population - seen  # P(K <= correct | M) falls as M grows
+    while low < high:
+        mid = (low + high + 1) // 2
+        if hypergeometric_cdf(correct, population, mid, seen) > alpha:
+            low = mid
+        else:
+            high = mid - 1
+    return low

@@ -8,12 +8,16 @@ and quantized for real by onnxruntime; only the sizes shrink.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Caches the code writes under $QSEARCH_HOME (calibration ranges, exported models) go to a
+# temporary folder, never the user's.
+os.environ["QSEARCH_HOME"] = tempfile.mkdtemp(prefix="qsearch-test-home-")
 
 TINY = dict(
     vocab_size=30522,

@@ -39,7 +39,7 @@ class FakeEvaluator:
         self.fail_when = fail_when
         self.fp32_accuracy = FP32
 
-    def evaluate(self, config: QuantConfig) -> TrialResult:
+    def evaluate(self, config: QuantConfig, context=None) -> TrialResult:
         self.calls.append(config.key)
         if self.fail_when and self.fail_when(config):
             raise TrialError("onnxruntime refused the model (synthetic)")

@@ -38,3 +38,36 @@ def test_isolation_cost_compares_both_ways_on_the_same_configs(tiny_task):
     assert result["trials"] == 2
     assert result["start_isolated_s"] > 0 and result["median_trial_isolated_s"] > 0
     assert result["isolated_over_in_process"] > 0
+
+
+def test_trial_cost_runs_every_kind_through_both_pipelines(tiny_task_dir):
+    from search.config import QuantConfig
+    from search.early import PruneSettings
+    from search.tasks.default import load_task_dir
+
+    bench = load("trial_cost")
+    # scored by agreement: the tiny model's own accuracy is near chance (see test_cheap_trials)
+    task = load_task_dir(tiny_task_dir, name="tiny-agreement", metric="agreement")
+    timing = TimingSettings(seconds=0.3, block_pairs=2, min_blocks=2, warmup_runs=1)
+    # the tiny model's collapsing config (test_cheap_trials.COLLAPSING): minmax, seconds
+    kinds = {
+        **bench.KINDS,
+        "collapsed": QuantConfig(
+            mode="static",
+            format="QDQ",
+            operators=("Add", "LayerNormalization", "MatMul", "Softmax"),
+        ),
+    }
+    result = bench.run_benchmark(task, 1, timing, PruneSettings(drop=0.2), lambda _: None, kinds)
+    rows = {(r["kind"], r["pipeline"]): r for r in result["rows"]}
+    assert set(rows) == {
+        *((k, p) for k in ("dynamic", "static", "collapsed") for p in ("qsearch", "naive")),
+        ("same-graph", "qsearch"),
+    }
+    assert rows[("collapsed", "qsearch")]["outcomes"] == ["pruned"]
+    assert rows[("same-graph", "qsearch")]["outcomes"] == ["same graph"]
+    assert rows[("collapsed", "qsearch")]["timing"] == 0.0  # pruned before timing
+    assert all(r["trial"] > 0 for r in rows.values())
+    assert set(result["ratios"]) >= {"median_trial_over_naive", "collapsed_over_full"}
+    profile = bench.warmup_profile(task, repeats=1, runs=2)
+    assert set(profile) == {"fp32", "int8", "int8 after slice"}

@@ -35,7 +35,7 @@ class FaultyEvaluator(Evaluator):
 
 class FaultySpec(EvaluatorSpec):
     def build(self):
-        return FaultyEvaluator(self.task, self.timing, self.workdir)
+        return FaultyEvaluator(self.task, self.timing, self.workdir, self.prune)
 
 
 def test_isolated_evaluation_matches_in_process(tiny_task):

@@ -67,11 +67,14 @@ class FakeProbe:
 BATCHES = [Batch({"x": np.zeros((4, 2))}, np.arange(4))]
 
 
-def measure(jitter, settings, loads=()):
+def measure(jitter, settings, loads=(), race_below=None):
     clock = FakeClock()
     base = FakeSession(clock, 0.2, jitter, seed=1)
     cand = FakeSession(clock, 0.1, jitter, seed=2)
-    return paired_speedup(base, cand, BATCHES, settings, clock=clock, probe=FakeProbe(loads))
+    probe = FakeProbe(loads)
+    return paired_speedup(
+        base, cand, BATCHES, settings, clock=clock, probe=probe, race_below=race_below
+    )
 
 
 def test_timing_stops_at_the_target_when_runs_are_steady():
@@ -130,3 +133,14 @@ def test_mcnemar_and_paired_difference():
     # the paired interval is much narrower than two independent accuracy intervals
     independent = 2 * 1.96 * math.sqrt(2 * 0.9 * 0.1 / 1000)
     assert d.high - d.low < independent / 2
+
+
+def test_racing_stops_once_the_upper_bound_is_below_the_frontier_and_stays_honest():
+    settings = TimingSettings(seconds=60, target=0.001, floor=0.05)
+    raced = measure(0.02, settings, race_below=2.5)  # the true ratio is 2.0
+    assert raced.stopped == "raced" and raced.race_below == 2.5
+    assert raced.high < 2.5 and raced.low <= 2.0 <= raced.high
+    full = measure(0.02, settings)
+    assert full.stopped == "budget" and raced.blocks < full.blocks
+    assert raced.high - raced.low >= full.high - full.low  # fewer blocks: only wider
+    assert measure(0.02, settings, race_below=1.5).stopped == "budget"  # could reach it

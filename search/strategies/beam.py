@@ -68,7 +68,11 @@ class BeamSearch(Strategy):
     def next_round(self, study: optuna.Study, space: SearchSpace) -> Round:
         done: dict[str, Record] = {}
         for record in records(study):
-            if record.attrs.get("duplicate_of") is None:
+            # A same-graph copy answers its own config; a plain duplicate repeats one.
+            if (
+                record.attrs.get("duplicate_of") is None
+                or record.attrs.get("same_graph_as") is not None
+            ):
                 done.setdefault(record.key, record)
         fp32 = study.user_attrs.get("fp32_accuracy")
         if fp32 is None:

@@ -38,6 +38,12 @@ def file_digest(path: Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()[:16]
 
 
+def look_bounds(total: int, looks: Sequence[float]) -> list[int]:
+    """Cumulative example counts at each look (increasing, distinct, the last = total)."""
+    bounds = sorted({max(1, min(total, round(total * share))) for share in looks} | {total})
+    return bounds
+
+
 def model_operators(model_path: Path) -> list[str]:
     """Operator types of the model's main graph (what a space's operators are checked against)."""
     import onnx
@@ -70,6 +76,8 @@ class TextClassificationTask:
     max_length: int = 128
     calibration_length: int = 64
     timing_batches_count: int = 8
+    # Cumulative shares of the evaluation set scored before each early-stopping look.
+    eval_looks: tuple[float, ...] = (0.125, 0.25, 0.5, 1.0)
     metadata: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -89,6 +97,11 @@ class TextClassificationTask:
         if self.metric not in METRICS:
             raise TaskError(
                 f"--metric must be one of {', '.join(METRICS)}, but got {self.metric!r}"
+            )
+        if not self.eval_looks or not all(0 < share <= 1 for share in self.eval_looks):
+            raise TaskError(
+                f"eval_looks must be shares of the evaluation set in (0, 1], but got "
+                f"{self.eval_looks}"
             )
         if self.metric in LABEL_METRICS and self.eval_labels is None:
             raise TaskError(
@@ -150,11 +163,26 @@ class TextClassificationTask:
         return batches
 
     @cached_property
+    def eval_slices(self) -> list[list[Batch]]:
+        """Every evaluation example once, in nested growing slices (`eval_looks`) of one
+        seeded random permutation, so each prefix of slices is a uniform random sample (never
+        the shortest sentences first) that early stopping can draw conclusions from. Within a
+        slice, batches hold examples of similar length: far less padding is computed."""
+        total = len(self.eval_texts)
+        order = np.random.default_rng(0).permutation(total)
+        bounds = look_bounds(total, self.eval_looks)
+        slices = []
+        for start, stop in zip([0, *bounds[:-1]], bounds, strict=True):
+            part = order[start:stop]
+            lengths = [len(self.eval_texts[i]) for i in part]
+            part = part[np.argsort(lengths, kind="stable")]
+            slices.append(self._batches(part.tolist()))
+        return slices
+
+    @cached_property
     def eval_batches(self) -> list[Batch]:
-        """Every evaluation example once, in batches of similar length: the predictions are
-        the same as in any order, and far less padding is computed."""
-        order = np.argsort([len(t) for t in self.eval_texts], kind="stable")
-        return self._batches(order.tolist())
+        """All evaluation batches, slice after slice: `outputs` rows come in this order."""
+        return [batch for part in self.eval_slices for batch in part]
 
     @cached_property
     def eval_references(self) -> np.ndarray | None:

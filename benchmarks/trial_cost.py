@@ -1,0 +1,235 @@
+"""What does one trial cost, phase by phase, and what do cheap trials save?
+
+On the default task, runs N trials of each kind through qsearch's evaluator as a search runs
+them (one evaluator for the run, calibration ranges cached, the frontier so far passed as
+context) and, side by side, through a naive pipeline that does everything afresh each trial,
+as the seed did: fresh calibration, full accuracy, fixed-length timing (no target, no racing).
+
+Kinds: dynamic (U8S8 MatMul), static (QDQ U8S8 MatMul, minmax), collapsed (static QDQ of
+MatMul, LayerNormalization and Softmax with percentile-99.9 calibration: the worst of 12
+static configs tried on the default task, 0.65 on the first 125 examples against fp32's 0.81;
+none fell to chance with onnxruntime 1.32) and same-graph (a config whose quantized file
+equals one measured before: Conv is not in the model).
+
+Prints a table of median seconds per phase and one JSON line with the ratios (median trial /
+naive median trial, collapsed / full dynamic trial).
+
+    .venv/bin/python benchmarks/trial_cost.py --trials 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from search.calibrate import CalibrationCache  # noqa: E402
+from search.config import QuantConfig, make_session_options  # noqa: E402
+from search.context import TrialContext  # noqa: E402
+from search.early import PruneSettings  # noqa: E402
+from search.errors import SameGraph, TrialPruned  # noqa: E402
+from search.measure import TimingSettings, make_session, paired_speedup  # noqa: E402
+from search.objective import Evaluator  # noqa: E402
+from search.quantize import quantize, quiet_libraries  # noqa: E402
+from search.worker import describe_worker, worker_info  # noqa: E402
+
+PHASES = ("calibrate", "quantize", "accuracy", "timing")
+KINDS = {
+    "dynamic": QuantConfig(operators=("MatMul",)),
+    "static": QuantConfig(mode="static", format="QDQ", operators=("MatMul",)),
+    "collapsed": QuantConfig(
+        mode="static",
+        format="QDQ",
+        operators=("LayerNormalization", "MatMul", "Softmax"),
+        calibration="percentile",
+        percentile=99.9,
+    ),
+    "same-graph": QuantConfig(operators=("Conv", "MatMul")),  # no Conv: the dynamic graph
+}
+
+
+def naive_trial(task, config: QuantConfig, timing: TimingSettings, work: Path) -> dict:
+    """The seed's trial: calibrate afresh, quantize, score every example, time for the whole
+    budget (the paired measurement without a target or racing)."""
+    phases = {}
+    t = time.perf_counter()
+    ranges = CalibrationCache(task, directory=None).ranges(config)
+    phases["calibrate"] = time.perf_counter() - t
+    t = time.perf_counter()
+    path = quantize(config, task.model_path, work / f"naive-{time.monotonic_ns()}", ranges)
+    phases["quantize"] = time.perf_counter() - t
+    options = make_session_options(threads=timing.threads)
+    session = make_session(path, options)
+    t = time.perf_counter()
+    task.score(task.outputs(session))
+    phases["accuracy"] = time.perf_counter() - t
+    t = time.perf_counter()
+    fixed = TimingSettings(seconds=timing.seconds, target=0.0, warmup_runs=2)
+    paired_speedup(make_session(task.model_path, options), session, task.timing_batches, fixed)
+    phases["timing"] = time.perf_counter() - t
+    return phases
+
+
+def qsearch_trial(evaluator: Evaluator, config: QuantConfig, context: TrialContext):
+    """(phase seconds, outcome, result or None) of one trial through the evaluator."""
+    try:
+        result = evaluator.evaluate(config, context)
+    except SameGraph as same:
+        return same.attrs["phase_seconds"], "same graph", None
+    except TrialPruned as pruned:
+        return pruned.attrs["phase_seconds"], "pruned", None
+    outcome = "raced" if result.attrs["timing"]["stopped"] == "raced" else "complete"
+    return result.attrs["phase_seconds"], outcome, result
+
+
+def run_benchmark(
+    task,
+    trials: int,
+    timing: TimingSettings,
+    prune: PruneSettings | None = None,
+    progress=print,
+    kinds: dict[str, QuantConfig] | None = None,
+) -> dict:
+    """Median seconds per phase and per trial for each kind, qsearch and naive."""
+    kinds = kinds or KINDS
+    quiet_libraries()
+    work = Path(tempfile.mkdtemp(prefix="qsearch-cost-"))
+    evaluator = Evaluator(task, timing, workdir=work / "eval", prune=prune)
+    evaluator.calibration = CalibrationCache(task, directory=work / "calibration")
+    evaluator.fp32_outputs  # noqa: B018 - once per run in a search too, not a trial's cost
+    samples: dict[tuple[str, str], list[dict]] = {}
+    outcomes: dict[str, list[str]] = {k: [] for k in kinds}
+    frontier: list[tuple[float, float]] = []
+    graphs: dict[str, int] = {}
+    try:
+        for r in range(trials):
+            for kind, config in kinds.items():
+                # Repeats of a config would be copies: each repeat is measured as if new,
+                # except the same-graph kind, which meets the dynamic trial's graph.
+                known = graphs if kind == "same-graph" else {}
+                context = TrialContext(known_graphs=dict(known), frontier=tuple(frontier))
+                t = time.perf_counter()
+                phases, outcome, result = qsearch_trial(evaluator, config, context)
+                phases = {**phases, "trial": time.perf_counter() - t}
+                samples.setdefault((kind, "qsearch"), []).append(phases)
+                outcomes[kind].append(outcome)
+                if result is not None:
+                    frontier.append((result.accuracy, result.attrs["speedup_low"]))
+                    graphs.setdefault(result.attrs["graph_key"], len(graphs))
+                if kind != "same-graph":
+                    t = time.perf_counter()
+                    naive = naive_trial(task, config, timing, work)
+                    naive["trial"] = time.perf_counter() - t
+                    samples.setdefault((kind, "naive"), []).append(naive)
+                progress(f"repeat {r + 1}/{trials} {kind}: {outcome} in {phases['trial']:.1f} s")
+    finally:
+        evaluator.close()
+        shutil.rmtree(work, ignore_errors=True)
+    rows = []
+    for (kind, pipeline), runs in samples.items():
+        row = {"kind": kind, "pipeline": pipeline, "trials": len(runs)}
+        for phase in (*PHASES, "trial"):
+            row[phase] = round(statistics.median(p.get(phase, 0.0) for p in runs), 3)
+        if pipeline == "qsearch":
+            row["outcomes"] = outcomes[kind]
+        rows.append(row)
+    return {"rows": rows, "ratios": ratios(samples)}
+
+
+def ratios(samples: dict[tuple[str, str], list[dict]]) -> dict:
+    """Median qsearch trial / median naive trial (all kinds pooled, and per kind), and a
+    collapsed trial / a full dynamic trial (both qsearch)."""
+
+    def median(kind: str | None, pipeline: str) -> float:
+        runs = [
+            p["trial"]
+            for (k, pipe), rs in samples.items()
+            for p in rs
+            if pipe == pipeline and (kind is None or k == kind)
+        ]
+        return statistics.median(runs)
+
+    out = {"median_trial_over_naive": round(median(None, "qsearch") / median(None, "naive"), 3)}
+    for kind in ("dynamic", "static", "collapsed"):
+        out[f"{kind}_over_naive"] = round(median(kind, "qsearch") / median(kind, "naive"), 3)
+    out["collapsed_over_full"] = round(
+        median("collapsed", "qsearch") / median("dynamic", "qsearch"), 3
+    )
+    return out
+
+
+def warmup_profile(task, repeats: int = 3, runs: int = 6) -> dict[str, list[float]]:
+    """Time of each of the first `runs` runs of fresh sessions on the timing batches, as a
+    ratio to the median of the later half: how many warm-up runs timing needs."""
+    quiet_libraries()
+    work = Path(tempfile.mkdtemp(prefix="qsearch-warmup-"))
+    try:
+        path = quantize(KINDS["dynamic"], task.model_path, work / "q")
+        options = make_session_options(threads=1)
+        profile: dict[str, list[list[float]]] = {"fp32": [], "int8": [], "int8 after slice": []}
+        for _ in range(repeats):
+            sessions = {
+                "fp32": make_session(task.model_path, options),
+                "int8": make_session(path, options),
+            }
+            after = make_session(path, options)
+            task.outputs(after, task.eval_slices[0])  # a trial times after its accuracy
+            sessions["int8 after slice"] = after
+            times: dict[str, list[float]] = {name: [] for name in sessions}
+            for i in range(runs):
+                batch = task.timing_batches[i % len(task.timing_batches)]
+                for name, session in sessions.items():
+                    t = time.perf_counter()
+                    session.run(None, batch.inputs)
+                    times[name].append(time.perf_counter() - t)
+            for name, values in times.items():
+                steady = statistics.median(values[runs // 2 :])
+                profile[name].append([v / steady for v in values])
+        return {
+            name: [round(statistics.median(col), 3) for col in zip(*rows, strict=True)]
+            for name, rows in profile.items()
+        }
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--trials", type=int, default=3, help="trials of each kind")
+    parser.add_argument("--seconds", type=float, default=12.0, help="timing budget")
+    parser.add_argument("--warmup", action="store_true", help="also profile warm-up runs")
+    args = parser.parse_args(argv)
+
+    from search.tasks.default import default_task
+
+    task = default_task()
+    timing = TimingSettings(seconds=args.seconds)
+    if args.warmup:
+        print("warm-up (run time / steady median, runs 1..):", warmup_profile(task))
+    result = run_benchmark(task, args.trials, timing)
+    worker = worker_info(timing.threads)
+    print(f"\nTrial cost on {describe_worker(worker)}, {task.name}, median seconds per trial")
+    header = f"{'kind':<11} {'pipeline':<8} " + " ".join(f"{p:>9}" for p in (*PHASES, "trial"))
+    print(header)
+    print("-" * len(header))
+    for row in result["rows"]:
+        cells = " ".join(f"{row[p]:>9.2f}" for p in (*PHASES, "trial"))
+        extra = f"  {','.join(row['outcomes'])}" if "outcomes" in row else ""
+        print(f"{row['kind']:<11} {row['pipeline']:<8} {cells}{extra}")
+    print(
+        json.dumps(
+            {"benchmark": "trial_cost", "worker": worker, "timing": timing.to_dict(), **result}
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,49 @@
+"""What a trial needs to know about the study it joins, as plain data.
+
+`trial_context(study)` is read just before each trial (`runner.evaluate_into`), so the
+evaluator never touches the study: it can run in another process, and the context, a frozen
+dataclass of plain values, pickles with it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import optuna
+from optuna.trial import TrialState
+
+from search.ranking import non_dominated
+from search.results import confirmations
+
+GRAPHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """`known_graphs`: graph key (quantized file + session options) -> the trial that first
+    measured it, so an equal graph is copied, not measured again. `frontier`: (accuracy,
+    speedup lower bound) of the non-dominated measured configs, so timing can stop once a
+    config's speedup upper bound shows it cannot join them (racing)."""
+
+    known_graphs: Mapping[str, int] = field(default_factory=dict)
+    frontier: tuple[tuple[float, float], ...] = ()
+
+
+def trial_context(study: optuna.Study) -> TrialContext:
+    """The context of the next trial of `study`: graphs measured and the current frontier
+    (a confirmation's interval replaces the first measurement's, as in the report)."""
+    graphs: dict[str, int] = {}
+    points: list[tuple[float, float]] = []
+    checks = confirmations(study)
+    for t in study.get_trials(deepcopy=False, states=GRAPHED):
+        a = t.user_attrs
+        if a.get("duplicate_of") is not None:
+            continue
+        if a.get("graph_key"):
+            graphs.setdefault(a["graph_key"], t.number)
+        if t.state == TrialState.COMPLETE and t.values:
+            low = (checks.get(t.number) or {}).get("low", a.get("speedup_low", t.values[1]))
+            points.append((float(t.values[0]), float(low)))
+    front = tuple(points[i] for i in non_dominated(points)) if points else ()
+    return TrialContext(known_graphs=graphs, frontier=front)
