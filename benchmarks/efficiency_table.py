@@ -14,7 +14,7 @@ from typing import Any
 
 import optuna
 
-from search.errors import QsearchError, TrialError
+from search.errors import QsearchError, TrialError, TrialPruned
 from search.objective import TrialResult
 from search.runner import RunSummary, run_search
 from search.space import SearchSpace
@@ -90,12 +90,14 @@ class Table:
             space = SearchSpace.from_text(attrs["space_text"], attrs.get("space_source", "<table>"))
             space = space.resolve(attrs["space_operators"])
         entries: dict[str, Entry] = {}
-        for r in records(study, states=(optuna.trial.TrialState.COMPLETE,)):
-            if r.attrs.get("duplicate_of") is None and r.attrs.get("reference") is None:
-                entries.setdefault(r.key, Entry(r.values, r.attrs))
-        for r in records(study, states=(optuna.trial.TrialState.FAIL,)):
-            if r.attrs.get("duplicate_of") is None and r.attrs.get("reference") is None:
-                entries.setdefault(r.key, Entry(None, r.attrs))
+        for r in records(study):
+            # a same-graph copy answers its own config; other copies and presets do not
+            copy = r.attrs.get("duplicate_of") is not None and "same_graph_as" not in r.attrs
+            if copy or r.attrs.get("reference") is not None:
+                continue
+            if r.state == optuna.trial.TrialState.PRUNED and "prune_evidence" not in r.attrs:
+                continue  # an invalid combination, not an answer
+            entries.setdefault(r.key, Entry(r.values, r.attrs))
         table = cls(entries, space, attrs)
         missing = table_size(space) - sum(c.key in entries for c in space.enumerate())
         if missing:
@@ -126,12 +128,15 @@ class TableEvaluator:
     def fp32_accuracy(self) -> float:
         return self.table.fp32_accuracy
 
-    def evaluate(self, config) -> TrialResult:
+    def evaluate(self, config, context=None) -> TrialResult:
         self.calls.append(config.key)
         entry = self.table.entries.get(config.key)
         if entry is None:  # the runner would record it as a failure: remember to refuse it
             self.missing.append(config.describe())
             raise TrialError(f"config {config.describe()} is not in the table")
+        if entry.values is None and "prune_evidence" in entry.attrs:
+            reason = entry.attrs.get("fail_reason", "pruned")
+            raise TrialPruned(reason, entry.attrs["prune_evidence"], dict(entry.attrs))
         if entry.values is None:
             raise TrialError(entry.attrs.get("fail_reason", "failed (no reason recorded)"))
         return TrialResult(entry.values[0], entry.values[1], dict(entry.attrs))

@@ -231,10 +231,12 @@ def _run(settings) -> None:
         and settings.model is None
         and not (default_task_dir() / "task.json").exists()
     )
-    if building:
-        announce_build()
     with StageProgress() if building else contextlib.nullcontext() as bars:
-        search = Search.prepare(settings, task_progress=bars.report if bars else None)
+        search = Search.prepare(
+            settings,
+            task_progress=bars.report if bars else None,
+            before_task=announce_build if building else None,
+        )
     space, fp32 = search.space, search.study.user_attrs["fp32_accuracy"]
     console.print(
         f"Study [bold]{search.name}[/] (fp32 accuracy {fp32:.4f}"

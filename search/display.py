@@ -15,26 +15,30 @@ console = Console()
 
 
 class StageProgress:
-    """A bar per build stage (fine-tuning, export, evaluation) for the default task."""
+    """A bar per build stage (fine-tuning, export, evaluation) for the default task, shown
+    from the first stage on (an input refused before the build prints nothing more)."""
 
     def __enter__(self):
-        from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self._progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            TimeElapsedColumn(),
-            console=console,
-        )
+        self._progress = None
         self._bars: dict[str, int] = {}
-        self._progress.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._progress.__exit__(*exc)
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
 
     def report(self, stage: str, step: int, total: int) -> None:
+        if self._progress is None:
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TextColumn("{task.completed}/{task.total}"),
+                TimeElapsedColumn(),
+                console=console,
+            )
+            self._progress.__enter__()
         if stage not in self._bars:
             self._bars[stage] = self._progress.add_task(stage, total=total)
         self._progress.update(self._bars[stage], completed=step)

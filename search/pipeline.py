@@ -182,13 +182,22 @@ class Search:
             self.study.set_user_attr("fp32_accuracy", self.evaluator.fp32_accuracy)
 
     @classmethod
-    def prepare(cls, settings: RunSettings, task_progress=None) -> Search:
+    def prepare(
+        cls,
+        settings: RunSettings,
+        task_progress=None,
+        before_task: Callable[[], None] | None = None,
+    ) -> Search:
+        """Check every input, cheapest first, then load the task (`before_task` announces a
+        build that takes minutes, once nothing else can fail first) and open the study."""
         space = load_space(settings.space)
         strategy = make_strategy(
             settings.beam, settings.sampler, seed=settings.seed, max_drop=settings.max_drop
         )
         if settings.storage is not None:
             check_storage_url(settings.storage)  # refused before the task is built
+        if before_task:
+            before_task()
         task = load_task(settings, task_progress)
         space = space.resolve(task.operators)
         name = check_study_name(settings.study or f"{task.name}-{space.name}-{strategy.name}")
