@@ -287,6 +287,8 @@ def make_session_options(
     options.graph_optimization_level = levels[graph_optimization]
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
+    if threads > 1:  # idle pool threads must not spin into the single-threaded timing after
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.log_severity_level = 3
     if disabled_fusions:
         options.add_session_config_entry(

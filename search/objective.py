@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import shutil
 import tempfile
 import time
@@ -53,10 +54,14 @@ class Evaluator:
         timing: TimingSettings | None = None,
         workdir: Path | None = None,
         prune: PruneSettings | None = None,
+        scoring_threads: int | None = None,
     ) -> None:
         self.task = task
         self.timing = timing or TimingSettings()
         self.prune = prune or PruneSettings()
+        # Scoring is not timed, so it may use every core: the metric on 1,000 sentences is
+        # the largest phase of a trial at one thread.
+        self.scoring_threads = scoring_threads or os.cpu_count() or 1
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="qsearch-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.calibration = CalibrationCache(task)
@@ -78,7 +83,8 @@ class Evaluator:
     def fp32_outputs(self):
         """fp32's outputs on the evaluation set, once: the reference of fidelity metrics."""
         if self._fp32_outputs is None:
-            self._fp32_outputs = self.task.outputs(self.baseline)
+            options = make_session_options(threads=self.scoring_threads)
+            self._fp32_outputs = self.task.outputs(make_session(self.task.model_path, options))
         return self._fp32_outputs
 
     @property
@@ -146,9 +152,9 @@ class Evaluator:
         phases["quantize"] = time.perf_counter() - t
         return path
 
-    def _open(self, config: QuantConfig, path: Path):
+    def _open(self, config: QuantConfig, path: Path, threads: int | None = None):
         try:
-            return make_session(path, config.session_options(self.timing.threads))
+            return make_session(path, config.session_options(threads or self.timing.threads))
         except Exception as exc:  # noqa: BLE001
             raise TrialError(f"onnxruntime could not load the model: {_reason(exc)}") from exc
 
@@ -259,16 +265,21 @@ class Evaluator:
                 "accuracy_fp32": self.fp32_accuracy,
                 "prune_settings": self.prune.to_dict(),
                 "timing_settings": self.timing.to_dict(),
+                "scoring_threads": self.scoring_threads,
                 "worker": worker_info(self.timing.threads),
             }
             t = time.perf_counter()
+            scoring = session
+            if self.scoring_threads != self.timing.threads:
+                scoring = self._open(config, path, self.scoring_threads)
             try:
-                outputs, accuracy, looks = self._score(session, attrs)
+                outputs, accuracy, looks = self._score(scoring, attrs)
             except TrialPruned:
                 phases["accuracy"] = time.perf_counter() - t
                 _close(attrs, started)
                 raise
             phases["accuracy"] = time.perf_counter() - t
+            del scoring
             t = time.perf_counter()
             frontier = (*context.frontier, (self.fp32_accuracy, 1.0))
             bar = race_bar(frontier, accuracy) if self.prune.race else None
