@@ -105,15 +105,22 @@ def run_benchmark(
     timing: TimingSettings,
     with_load: bool = True,
     progress=print,
+    quick: TimingSettings | None = None,
 ) -> list[dict]:
+    """`quick`, when given, adds the paired method under other settings (a looser target)
+    side by side, to see what stopping earlier costs in CV and coverage."""
     quiet_libraries()
     work = Path(tempfile.mkdtemp(prefix="qsearch-stability-"))
     try:
         int8_path = quantize(CONFIG, task.model_path, work / "int8")
         batches = task.timing_batches
+        quick_name = f"paired@{100 * quick.target:g}%" if quick else ""
+        methods = [("paired", False, timing)]
+        methods += [("paired+load", True, timing)] if with_load else []
+        methods += [(quick_name, False, quick)] if quick else []
         results: dict[str, dict[str, list]] = {
             m: {"values": [], "intervals": [], "seconds": []}
-            for m in ("naive", "paired", "paired+load")
+            for m in ("naive", *(name for name, _, _ in methods))
         }
         for r in range(repeats):
 
@@ -125,15 +132,14 @@ def run_benchmark(
             t = time.perf_counter()
             results["naive"]["values"].append(naive_speedup(fp32, int8, batches, naive_seconds))
             results["naive"]["seconds"].append(time.perf_counter() - t)
-            methods = [("paired", False)] + ([("paired+load", True)] if with_load else [])
-            for name, loaded in methods:
+            for name, loaded, settings in methods:
                 fp32, int8 = sessions()
                 t = time.perf_counter()
                 if loaded:
                     with SyntheticLoad():
-                        speed = paired_speedup(fp32, int8, batches, timing)
+                        speed = paired_speedup(fp32, int8, batches, settings)
                 else:
-                    speed = paired_speedup(fp32, int8, batches, timing)
+                    speed = paired_speedup(fp32, int8, batches, settings)
                 results[name]["values"].append(speed.ratio)
                 results[name]["intervals"].append((speed.low, speed.high))
                 results[name]["seconds"].append(time.perf_counter() - t)
@@ -141,6 +147,7 @@ def run_benchmark(
                 f"repeat {r + 1}/{repeats}: naive {results['naive']['values'][-1]:.3f}, "
                 f"paired {results['paired']['values'][-1]:.3f}"
                 + (f", loaded {results['paired+load']['values'][-1]:.3f}" if with_load else "")
+                + (f", {quick_name} {results[quick_name]['values'][-1]:.3f}" if quick else "")
             )
         return [
             summarize(name, data["values"], data["intervals"] or None, data["seconds"])
@@ -163,25 +170,38 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=12.0, help="paired timing budget")
     parser.add_argument("--target", type=float, default=0.02)
     parser.add_argument("--no-load", action="store_true", help="skip the loaded method")
+    parser.add_argument(
+        "--quick-target",
+        type=float,
+        default=None,
+        help="also measure the paired method stopping at this target, side by side",
+    )
     args = parser.parse_args(argv)
 
     from search.tasks.default import default_task
 
     task = default_task()
     timing = TimingSettings(seconds=args.seconds, target=args.target)
-    rows = run_benchmark(task, args.repeats, args.naive_seconds, timing, not args.no_load)
+    quick = (
+        TimingSettings(seconds=args.seconds, target=args.quick_target)
+        if args.quick_target
+        else None
+    )
+    rows = run_benchmark(
+        task, args.repeats, args.naive_seconds, timing, not args.no_load, quick=quick
+    )
     worker = worker_info(timing.threads)
     print(
         f"\nMeasurement stability on {describe_worker(worker)}, {task.name}, "
         f"{CONFIG.describe()}, {args.repeats} repeats"
     )
-    header = f"{'method':<12} {'median':>8} {'CV %':>6} {'coverage':>9} {'s/measure':>10}"
+    header = f"{'method':<14} {'median':>8} {'CV %':>6} {'coverage':>9} {'s/measure':>10}"
     print(header)
     print("-" * len(header))
     for row in rows:
         coverage = "n/a" if row["coverage"] is None else f"{100 * row['coverage']:.0f}%"
         print(
-            f"{row['method']:<12} {row['median_speedup']:>8.3f} {row['cv_percent']:>6.2f} "
+            f"{row['method']:<14} {row['median_speedup']:>8.3f} {row['cv_percent']:>6.2f} "
             f"{coverage:>9} {row['seconds_per_measurement']:>10.1f}"
         )
     print(
