@@ -13,7 +13,11 @@ from search.config import QuantConfig
 
 
 def quiet_libraries() -> None:
-    """Optimum and onnxruntime log every step at INFO; a search prints its own progress."""
+    """Optimum, onnxruntime and Optuna log every step at INFO; a search prints its own
+    progress."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     for name in ("optimum", "optimum.onnxruntime", "onnxruntime", "root", "transformers"):
         logging.getLogger(name).setLevel(logging.ERROR)
     try:
