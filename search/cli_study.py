@@ -1,0 +1,201 @@
+"""Commands that read what a search left: show, report, export, measure, dashboard, and
+the spaces commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from search.cli_common import StorageOpt, app, spaces_app, user_errors
+from search.display import console, print_frontier
+from search.errors import QsearchError
+
+
+@app.command()
+def show(
+    study: str = typer.Option(..., "--study", help="Study name."),
+    storage: str = StorageOpt,
+) -> None:
+    """Print a study's Pareto frontier as a terminal table."""
+    from search.study import load_study
+
+    with user_errors():
+        print_frontier(load_study(study, storage))
+
+
+@app.command()
+def report(
+    study: str = typer.Option(..., "--study", help="Study name."),
+    storage: str = StorageOpt,
+    out: Path = typer.Option(None, "--out", help="Output file (default reports/<study>.html)."),
+    max_drop: float = typer.Option(0.01, "--max-drop"),
+) -> None:
+    """Write the self-contained HTML report of a study (opens offline in any browser)."""
+    from search.report import write_report
+    from search.study import load_study
+
+    with user_errors():
+        loaded = load_study(study, storage)
+        path = write_report(loaded, out or Path("reports") / f"{study}.html", max_drop)
+        console.print(f"Report: {path}")
+
+
+@app.command()
+def export(
+    study: str = typer.Option(..., "--study", help="Study name."),
+    trial: int = typer.Option(None, "--trial", help="Trial number to export."),
+    best: bool = typer.Option(
+        False, "--best", help="Export the fastest trial within --max-drop of fp32."
+    ),
+    max_drop: float = typer.Option(0.01, "--max-drop", help="Accepted drop for --best."),
+    out: Path = typer.Option(None, "--out", help="Folder (default exports/<study>-trial<N>)."),
+    storage: str = StorageOpt,
+    force: bool = typer.Option(False, "--force", help="Replace an existing folder."),
+) -> None:
+    """Write a trial's quantized model as a folder Optimum loads, with its tokenizer,
+    ORTConfig, session options and a model card; the metric is re-measured on export."""
+    from search.export import choose_trial, export_trial
+    from search.pipeline import task_for_study
+    from search.quantize import quiet_libraries
+    from search.study import load_study
+
+    with user_errors():
+        loaded = load_study(study, storage)
+        chosen = choose_trial(loaded, trial, best, max_drop)
+        quiet_libraries()
+        task = task_for_study(loaded)
+        target = out or Path("exports") / f"{study}-trial{chosen.number}"
+        result = export_trial(loaded, chosen, task, target, force=force)
+        console.print(
+            f"Exported trial {result.trial} to {result.path}: {task.metric} "
+            f"{result.measured:.4f} re-measured (recorded {result.recorded:.4f})."
+        )
+
+
+@app.command()
+def measure(
+    study: str = typer.Option(None, "--study", help="Study of the trial (and of the task)."),
+    trial: int = typer.Option(None, "--trial", help="Trial number to re-measure."),
+    config: Path = typer.Option(
+        None,
+        "--config",
+        help="A config as JSON (a trial's `config` "
+        "attribute, or QuantConfig.to_json()); on the default task "
+        "unless --study is given.",
+    ),
+    storage: str = StorageOpt,
+    seconds: float = typer.Option(12.0, "--seconds", help="Most interleaved timing."),
+    threads: int = typer.Option(1, "--threads", help="onnxruntime intra-op threads."),
+    objective: str = typer.Option("throughput", "--objective", help="throughput or latency."),
+    as_json: bool = typer.Option(False, "--json", help="Print one machine-readable line."),
+) -> None:
+    """Re-measure the speedup of one config over fp32 on this machine, with its interval."""
+
+    from search.config import QuantConfig
+    from search.errors import ConfigError
+    from search.export import choose_trial
+    from search.measure import OBJECTIVES, TimingSettings
+    from search.objective import Evaluator
+    from search.pipeline import task_for_study
+    from search.quantize import quiet_libraries
+    from search.study import load_study
+    from search.tasks.default import default_task
+
+    with user_errors():
+        if objective not in OBJECTIVES:
+            raise QsearchError(
+                f"--objective must be one of {', '.join(OBJECTIVES)}, but got {objective!r}"
+            )
+        if (trial is None) == (config is None):
+            raise QsearchError("measure needs either --study NAME --trial N, or --config FILE")
+        loaded = load_study(study, storage) if study else None
+        if trial is not None:
+            if loaded is None:
+                raise QsearchError("--trial needs --study")
+            chosen = QuantConfig.from_dict(choose_trial(loaded, trial, False).user_attrs["config"])
+        else:
+            try:
+                chosen = QuantConfig.from_dict(json.loads(Path(config).read_text()))
+            except (OSError, json.JSONDecodeError, TypeError) as exc:
+                raise ConfigError(
+                    f"--config `{config}` must be a JSON config file: {exc}"
+                ) from None
+        quiet_libraries()
+        task = task_for_study(loaded) if loaded else default_task()
+        timing = TimingSettings(seconds=seconds, threads=threads, objective=objective)
+        evaluator = Evaluator(task, timing)
+        try:
+            speed = evaluator.retime(chosen)
+        except Exception as exc:  # noqa: BLE001 - one config failing is the answer here
+            raise QsearchError(f"the config failed: {exc}") from None
+        finally:
+            evaluator.close()
+        if as_json:
+            print(json.dumps({"config": chosen.to_dict(), "task": task.name, **speed.to_dict()}))
+            return
+        console.print(
+            f"{chosen.describe()}\n{objective} speedup {speed.ratio:.3f}x "
+            f"(95% interval {speed.low:.3f}-{speed.high:.3f}, {speed.pairs} pairs in "
+            f"{speed.blocks} blocks, stopped at {speed.stopped}); fp32 "
+            f"{speed.baseline_sps:.1f} samples/s, candidate {speed.candidate_sps:.1f} samples/s"
+            + ("; [yellow]measured under load[/]" if speed.loaded else "")
+        )
+
+
+@app.command()
+def dashboard(
+    study: str = typer.Option(..., "--study", help="Study name."),
+    storage: str = StorageOpt,
+    host: str = typer.Option(
+        "127.0.0.1", "--host", help="Address to listen on (loopback by default)."
+    ),
+    port: int = typer.Option(8080, "--port", help="Port."),
+) -> None:
+    """Open a study in optuna-dashboard (serves until Ctrl-C)."""
+    from search.study import load_study
+
+    with user_errors():
+        loaded = load_study(study, storage)
+        try:
+            import optuna_dashboard
+        except ImportError:
+            raise QsearchError(
+                "the dashboard needs optuna-dashboard: pip install 'qsearch[dashboard]'"
+            ) from None
+        console.print(f"optuna-dashboard for study {study!r}: http://{host}:{port}/")
+        optuna_dashboard.run_server(loaded._storage, host=host, port=port)
+
+
+@spaces_app.command("list")
+def spaces_list() -> None:
+    """List the shipped search spaces and whether each is valid."""
+    from search.space import SearchSpace, shipped_spaces
+
+    table = Table(title="Shipped search spaces")
+    for column in ("name", "file", "description"):
+        table.add_column(column, overflow="fold")
+    for path in shipped_spaces():
+        try:
+            s = SearchSpace.from_file(path)
+            table.add_row(s.name, str(path), s.description)
+        except QsearchError as exc:
+            table.add_row(path.stem, str(path), f"[red]invalid: {exc}[/]")
+    console.print(table)
+
+
+@spaces_app.command("validate")
+def spaces_validate(files: list[Path] = typer.Argument(..., help="Space TOML files.")) -> None:
+    """Check space files; exits 2 at the first invalid one, naming the key at fault."""
+    from search.space import SearchSpace
+
+    with user_errors():
+        for path in files:
+            s = SearchSpace.from_file(path)
+            ops = {
+                "auto": "auto (the model's compute operators)",
+                "all": "all (every quantizable operator in the model)",
+            }.get(s.operators_rule, ", ".join(s.operators or ()))
+            console.print(f"[green]ok[/] {path}: space {s.name!r}, operators {ops}")
