@@ -45,10 +45,12 @@ def confirm_frontier(
     evaluator: Evaluator,
     on_config: Callable[[int], None] | None = None,
     limit: int = MAX_CONFIRMED,
+    seconds: float | None = None,
 ) -> dict[int, dict]:
     """Re-time what `to_confirm` picks until the frontier, read with the confirmations, is
     all confirmed (a confirmation that lowers a config can promote others), at most `limit`
-    new measurements; returns all confirmations."""
+    new measurements, each with `seconds` of timing (longer than a trial's: the frontier is
+    what a user acts on); returns all confirmations."""
     done = confirmations(study)
     trials = study.get_trials(deepcopy=False)
     for _ in range(limit):
@@ -60,7 +62,7 @@ def confirm_frontier(
             on_config(number)
         config = QuantConfig.from_dict(trials[number].user_attrs["config"])
         try:
-            speed = evaluator.retime(config)
+            speed = evaluator.retime(config, seconds=seconds)
         except TrialError as exc:
             done[number] = {"error": str(exc)}
         else:
@@ -70,6 +72,7 @@ def confirm_frontier(
                 "high": speed.high,
                 "loaded": speed.loaded,
                 "pairs": speed.pairs,
+                "seconds": seconds,
             }
         study.set_user_attr(CONFIRMATIONS, {str(k): v for k, v in done.items()})
     return done

@@ -180,8 +180,8 @@ class IsolatedEvaluator:
     def evaluate(self, config, *args: Any, **kwargs: Any):
         return self.call("evaluate", config, *args, **kwargs)
 
-    def retime(self, config):
-        return self.call("retime", config)
+    def retime(self, config, seconds: float | None = None):
+        return self.call("retime", config, seconds=seconds)
 
     def close(self) -> None:
         self._stop()

@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -169,12 +169,14 @@ class Evaluator:
         )
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
-    def retime(self, config: QuantConfig) -> Speedup:
-        """A fresh, independent speed measurement of `config` (confirmation, `measure`)."""
+    def retime(self, config: QuantConfig, seconds: float | None = None) -> Speedup:
+        """A fresh, independent speed measurement of `config` (confirmation, `measure`),
+        with a longer timing budget when `seconds` is given."""
+        timing = self.timing if seconds is None else replace(self.timing, seconds=seconds)
         out = Path(tempfile.mkdtemp(prefix="retime-", dir=self.workdir))
         try:
             session = self._open(config, self._quantize(config, out, {}))
-            return paired_speedup(self.baseline, session, self.timing_batches, self.timing)
+            return paired_speedup(self.baseline, session, self.timing_batches, timing)
         finally:
             shutil.rmtree(out, ignore_errors=True)
 

@@ -44,6 +44,7 @@ SECTIONS: dict[str, dict[str, str]] = {
     "measure": {
         "timing_seconds": "timing_seconds",
         "timing_target": "timing_target",
+        "confirm_seconds": "confirm_seconds",
         "objective": "objective",
         "threads": "threads",
     },
@@ -60,6 +61,7 @@ TYPES = {
     "max_drop": (int, float),
     "prune_drop": (int, float),
     "timing_seconds": (int, float),
+    "confirm_seconds": (int, float),
     "presets": bool,
     "confirm": bool,
     "isolate": bool,

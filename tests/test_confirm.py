@@ -14,9 +14,11 @@ class Retimer:
 
     def __init__(self):
         self.calls = []
+        self.seconds = []
 
-    def retime(self, config):
+    def retime(self, config, seconds=None):
         self.calls.append(config.operators)
+        self.seconds.append(seconds)
         ratio = 1.2 if config.operators == ("Gather", "MatMul") else self.first[config.operators]
         return SimpleNamespace(
             ratio=ratio, low=ratio * 0.97, high=ratio * 1.03, loaded=False, pairs=12
@@ -48,9 +50,11 @@ def test_a_lucky_config_is_demoted_and_the_new_frontier_is_confirmed_too():
     retimer = Retimer()
     retimer.first = {("MatMul",): 1.45, ("Gather",): 1.30}
     assert set(pareto_rows(study)["trial"]) == {0}
-    done = confirm_frontier(study, retimer)
+    done = confirm_frontier(study, retimer, seconds=36.0)
     assert done[0]["speedup"] == 1.2
     front = pareto_rows(study)
     assert 1 in set(front["trial"]) and front["confirmed"].all()
     assert set(confirmations(study)) >= set(front["trial"])
     assert len(retimer.calls) == len(set(retimer.calls))  # nothing re-timed twice
+    assert set(retimer.seconds) == {36.0}  # the longer budget of confirmations
+    assert all(c["seconds"] == 36.0 for c in done.values())
