@@ -80,12 +80,13 @@ def recover_stale(study: optuna.Study) -> list[int]:
     return [t.number for t in running if is_interrupted(trials[t.number])]
 
 
-def running_elsewhere(study: optuna.Study, own: set[int] | frozenset[int] = frozenset()) -> dict:
-    """config key -> trial number, for trials other workers are evaluating now."""
+def running_elsewhere(study: optuna.Study) -> dict:
+    """config key -> trial number, for trials under way (called between this worker's own
+    trials, so they are other workers')."""
     out = {}
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         key = t.user_attrs.get("config_key")
-        if key is not None and t.number not in own:
+        if key is not None:
             out.setdefault(key, t.number)
     return out
 

@@ -148,6 +148,13 @@ class _Pick:
     outcome: str = ""  # "", "duplicate", "invalid", "wait", "done"
 
 
+def _mark_claimed(trial: optuna.Trial, config: QuantConfig) -> None:
+    """What other workers and `recover_stale` read: the config under way and who runs it."""
+    trial.set_user_attr("config_key", config.key)
+    for key, value in worker_id().items():
+        trial.set_user_attr(key, value)
+
+
 def _claim(
     study: optuna.Study, trial: optuna.Trial, space: SearchSpace, running: dict[str, int]
 ) -> _Pick:
@@ -164,9 +171,7 @@ def _claim(
         trial.set_user_attr("fail_reason", f"being evaluated by trial {running[config.key]}")
         study.tell(trial, state=TrialState.PRUNED)
         return _Pick(outcome="duplicate")
-    trial.set_user_attr("config_key", config.key)
-    for key, value in worker_id().items():
-        trial.set_user_attr(key, value)
+    _mark_claimed(trial, config)
     return _Pick(trial, config)
 
 
@@ -259,9 +264,8 @@ def run_search(
             continue
         if pick.outcome == "invalid":
             continue
-        if pick.outcome == "duplicate":
-            outcome = "duplicate"
-        else:
+        outcome = pick.outcome  # "duplicate": settled while claiming
+        if pick.trial is not None:
             outcome = _evaluate_claimed(study, pick.trial, pick.config, evaluator, known)
             summary.trial_numbers.append(pick.trial.number)
         if outcome == "duplicate":
@@ -311,9 +315,7 @@ def evaluate_references(
             known = _known(study)
             trial = study.ask()
             trial.set_user_attr("reference", label)
-            trial.set_user_attr("config_key", config.key)
-            for key, value in worker_id().items():
-                trial.set_user_attr(key, value)
+            _mark_claimed(trial, config)
         outcome = _evaluate_claimed(study, trial, config, evaluator, known)
         if on_trial:
             on_trial(study, outcome)
