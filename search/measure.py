@@ -41,7 +41,11 @@ class TimingSettings:
     target: float = 0.02  # stop once the interval's relative half-width is at most this
     block_pairs: int = 3  # pairs per block (latency: x8, single examples are short)
     min_blocks: int = 4
-    warmup_runs: int = 2  # untimed runs of each model before timing
+    # Untimed runs of the candidate before timing (and of the baseline, unless it is already
+    # warm). benchmarks/trial_cost.py --warmup: on this machine a fresh session's first run
+    # is no slower than its later ones beyond the run-to-run noise (ratios 1.0-1.2 for runs
+    # 1-4 alike); one run is kept as insurance against lazy allocation.
+    warmup_runs: int = 1
     threads: int = 1  # intra-op threads of every session
     # Smallest relative half-width of the interval: the run-to-run drift that one run cannot
     # see. Measured by benchmarks/measurement_stability.py on an AVX2 EPYC VM: separate
@@ -159,6 +163,7 @@ def paired_speedup(
     clock: Callable[[], float] = time.perf_counter,
     probe: LoadProbe | None = None,
     race_below: float | None = None,
+    baseline_warm: bool = False,
 ) -> Speedup:
     """Speedup of `candidate` over `baseline`: interleaved runs on the same batches. With
     `race_below`, timing stops ("raced") once the interval's upper bound, floor included, is
@@ -167,7 +172,8 @@ def paired_speedup(
     probe = probe or LoadProbe()
     for i in range(settings.warmup_runs):
         batch = batches[i % len(batches)]
-        baseline.run(None, batch.inputs)
+        if not baseline_warm:  # a session timed before in this process needs no warm-up
+            baseline.run(None, batch.inputs)
         candidate.run(None, batch.inputs)
     per_block = settings.block_pairs * (8 if settings.objective == "latency" else 1)
     base_t: list[float] = []

@@ -66,6 +66,7 @@ class Evaluator:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.calibration = CalibrationCache(task)
         self._baseline = None
+        self._baseline_warm = False
         self._fp32_outputs = None
         self._options_gain: dict[tuple, Speedup] = {}
         self.fp32_size_mb = task.model_path.stat().st_size / 1e6
@@ -119,6 +120,19 @@ class Evaluator:
             "discordant_examples": d.discordant,
         }
 
+    def _speedup(self, candidate, timing: TimingSettings, race_below: float | None = None):
+        """`paired_speedup` against this worker's fp32 session, warmed up once per run."""
+        speed = paired_speedup(
+            self.baseline,
+            candidate,
+            self.timing_batches,
+            timing,
+            race_below=race_below,
+            baseline_warm=self._baseline_warm,
+        )
+        self._baseline_warm = True
+        return speed
+
     def options_gain(self, config: QuantConfig) -> Speedup | None:
         """fp32's own speedup under the candidate's session options (None for the defaults):
         the share of a trial's speedup owed to the options rather than to quantization."""
@@ -129,9 +143,7 @@ class Evaluator:
             session = make_session(
                 self.task.model_path, config.session_options(self.timing.threads)
             )
-            self._options_gain[key] = paired_speedup(
-                self.baseline, session, self.timing_batches, self.timing
-            )
+            self._options_gain[key] = self._speedup(session, self.timing)
         return self._options_gain[key]
 
     def _quantize(self, config: QuantConfig, out: Path, phases: dict[str, float]) -> Path:
@@ -176,7 +188,7 @@ class Evaluator:
         out = Path(tempfile.mkdtemp(prefix="retime-", dir=self.workdir))
         try:
             session = self._open(config, self._quantize(config, out, {}))
-            return paired_speedup(self.baseline, session, self.timing_batches, timing)
+            return self._speedup(session, timing)
         finally:
             shutil.rmtree(out, ignore_errors=True)
 
@@ -262,7 +274,6 @@ class Evaluator:
             if attrs["graph_key"] in context.known_graphs:
                 _close(attrs, started)
                 raise SameGraph(context.known_graphs[attrs["graph_key"]], attrs)
-            session = self._open(config, path)
             attrs |= {
                 "accuracy_fp32": self.fp32_accuracy,
                 "prune_settings": self.prune.to_dict(),
@@ -271,9 +282,8 @@ class Evaluator:
                 "worker": worker_info(self.timing.threads),
             }
             t = time.perf_counter()
-            scoring = session
-            if self.scoring_threads != self.timing.threads:
-                scoring = self._open(config, path, self.scoring_threads)
+            # The timing session is opened only once the metric is in: a pruned trial needs none.
+            scoring = self._open(config, path, self.scoring_threads)
             try:
                 outputs, accuracy, looks = self._score(scoring, attrs)
             except TrialPruned:
@@ -281,13 +291,13 @@ class Evaluator:
                 _close(attrs, started)
                 raise
             phases["accuracy"] = time.perf_counter() - t
-            del scoring
             t = time.perf_counter()
+            same_threads = self.scoring_threads == self.timing.threads
+            session = scoring if same_threads else self._open(config, path)
+            del scoring
             frontier = (*context.frontier, (self.fp32_accuracy, 1.0))
             bar = race_bar(frontier, accuracy) if self.prune.race else None
-            speed = paired_speedup(
-                self.baseline, session, self.timing_batches, self.timing, race_below=bar
-            )
+            speed = self._speedup(session, self.timing, race_below=bar)
             gain = self.options_gain(config)
             phases["timing"] = time.perf_counter() - t
             if not math.isfinite(speed.ratio) or speed.ratio <= 0:

@@ -7,6 +7,7 @@ which are applied when the model is run (see `QuantConfig.session_options`).
 from __future__ import annotations
 
 import logging
+import shutil
 from pathlib import Path
 
 from search.config import QuantConfig
@@ -29,15 +30,28 @@ def quiet_libraries() -> None:
 
 
 def quantize(config: QuantConfig, fp32_model: Path, out_dir: Path, ranges=None) -> Path:
-    """Write the quantized model for `config` into `out_dir` and return its path."""
+    """Write the quantized model for `config` into `out_dir` and return its path.
+
+    Optimum is pointed at a folder holding only a link to the model: given the model's own
+    folder it loads and re-saves the tokenizer beside every quantized file (0.2 s a trial
+    here, for files nobody reads; `qsearch export` writes the tokenizer itself)."""
     from optimum.onnxruntime import ORTQuantizer
 
     quiet_libraries()
-    fp32_model = Path(fp32_model)
-    quantizer = ORTQuantizer.from_pretrained(fp32_model.parent, file_name=fp32_model.name)
-    quantizer.quantize(
-        quantization_config=config.to_optimum(),
-        save_dir=out_dir,
-        calibration_tensors_range=ranges if config.mode == "static" else None,
-    )
-    return Path(out_dir) / f"{fp32_model.stem}_quantized.onnx"
+    fp32_model = Path(fp32_model).resolve()
+    out_dir = Path(out_dir)
+    source = out_dir.parent / f".{out_dir.name}-source"
+    source.mkdir(parents=True, exist_ok=True)
+    link = source / fp32_model.name
+    try:
+        if not link.exists():
+            link.symlink_to(fp32_model)
+        quantizer = ORTQuantizer.from_pretrained(source, file_name=fp32_model.name)
+        quantizer.quantize(
+            quantization_config=config.to_optimum(),
+            save_dir=out_dir,
+            calibration_tensors_range=ranges if config.mode == "static" else None,
+        )
+    finally:
+        shutil.rmtree(source, ignore_errors=True)
+    return out_dir / f"{fp32_model.stem}_quantized.onnx"

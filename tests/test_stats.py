@@ -113,6 +113,31 @@ def test_latency_objective_reports_percentiles():
     assert result.ratio == pytest.approx(2.0, rel=0.02)
 
 
+class CountingSession(FakeSession):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.runs = 0
+
+    def run(self, names, inputs):
+        self.runs += 1
+        super().run(names, inputs)
+
+
+def test_a_warm_baseline_skips_its_warm_up_and_both_are_timed_alike():
+    settings = TimingSettings(seconds=60, target=0.02, floor=0.0, warmup_runs=2)
+    counts = {}
+    for warm in (False, True):
+        clock = FakeClock()
+        base = CountingSession(clock, 0.2, 0.005, seed=1)
+        cand = CountingSession(clock, 0.1, 0.005, seed=2)
+        result = paired_speedup(
+            base, cand, BATCHES, settings, clock=clock, probe=FakeProbe(()), baseline_warm=warm
+        )
+        assert result.ratio == pytest.approx(2.0, rel=0.01)
+        counts[warm] = (base.runs - result.pairs, cand.runs - result.pairs)
+    assert counts == {False: (2, 2), True: (0, 2)}  # untimed runs: baseline, candidate
+
+
 def test_ties_group_overlapping_intervals_best_first():
     intervals = [(2.0, 1.95, 2.05), (1.97, 1.90, 2.02), (1.5, 1.45, 1.55), (1.52, 1.49, 1.56)]
     groups = tie_groups(intervals)
