@@ -151,6 +151,84 @@ def run_benchmark(
     return {"rows": rows, "ratios": ratios(samples), "one_off_calibration_s": round(one_off, 3)}
 
 
+def outcome_of(trial) -> str | None:
+    """What a finished trial of a search was, for the cost table (None: not a trial of a
+    config at all, e.g. an invalid combination refused before anything ran)."""
+    attrs = trial.user_attrs
+    if attrs.get("same_graph_as") is not None:
+        return "same graph"
+    if attrs.get("duplicate_of") is not None or attrs.get("reference") is not None:
+        return None
+    if trial.state.name == "PRUNED":
+        return "pruned" if "prune_evidence" in attrs else None
+    if trial.state.name == "FAIL":
+        return "failed" if attrs.get("fail_reason") else None  # None: interrupted
+    if trial.state.name != "COMPLETE":
+        return None
+    return "raced" if attrs.get("timing", {}).get("stopped") == "raced" else "complete"
+
+
+def search_mix(
+    task_dir: Path | None, trials: int, timing: TimingSettings, naive_sample: int, progress=print
+) -> dict:
+    """The main job's own trials: `qsearch run --beam 4` on the default space (no presets,
+    no confirmation: those are once per search), into a scratch study; then the naive
+    pipeline on `naive_sample` of the same configs. The median trial of a real search, not
+    of a chosen mix of kinds."""
+    from search.pipeline import RunSettings, Search
+
+    work = Path(tempfile.mkdtemp(prefix="qsearch-mix-"))
+    try:
+        settings = RunSettings(
+            beam=4,
+            trials=trials,
+            study="trial-cost-mix",
+            storage=f"sqlite:///{work / 'mix.db'}",
+            timing_seconds=timing.seconds,
+            timing_target=timing.target,
+            presets=False,
+            confirm=False,
+            report=False,
+            isolate=False,
+            task_dir=task_dir,
+        )
+        search = Search.prepare(settings)
+        search.run(on_trial=lambda study, _: progress(f"search: {search.evaluated()}/{trials}"))
+        rows = []
+        for trial in search.study.get_trials(deepcopy=False):
+            outcome = outcome_of(trial)
+            if outcome is not None and "wall_seconds" in trial.user_attrs:
+                rows.append((outcome, trial.user_attrs["wall_seconds"], trial.user_attrs))
+        measured = [attrs for outcome, _, attrs in rows if outcome in ("complete", "raced")]
+        step = max(1, len(measured) // max(1, naive_sample))
+        naive = []
+        for attrs in measured[::step][:naive_sample]:
+            config = QuantConfig.from_dict(attrs["config"])
+            t = time.perf_counter()
+            naive_trial(search.task, config, timing, work)
+            naive.append(time.perf_counter() - t)
+            progress(f"naive {len(naive)}/{naive_sample}: {naive[-1]:.1f} s")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    seconds = [w for _, w, _ in rows]
+    by: dict[str, list[float]] = {}
+    for outcome, wall, _ in rows:
+        by.setdefault(outcome, []).append(wall)
+    naive_median = statistics.median(naive)
+    return {
+        "trials": len(rows),
+        "by_outcome": {
+            k: {"trials": len(v), "median_s": round(statistics.median(v), 2)} for k, v in by.items()
+        },
+        "median_trial_s": round(statistics.median(seconds), 2),
+        "total_s": round(sum(seconds), 1),
+        "naive_median_trial_s": round(naive_median, 2),
+        "naive_sampled": len(naive),
+        "median_over_naive": round(statistics.median(seconds) / naive_median, 3),
+        "total_over_naive": round(sum(seconds) / (naive_median * len(rows)), 3),
+    }
+
+
 def ratios(samples: dict[tuple[str, str], list[dict]]) -> dict:
     """Median qsearch trial / median naive trial (all kinds pooled, and per kind), and a
     collapsed trial / a full dynamic trial (both qsearch)."""
@@ -216,18 +294,44 @@ def main(argv: list[str] | None = None) -> int:
         "--target", type=float, default=None, help="timing target (default: qsearch's)"
     )
     parser.add_argument("--warmup", action="store_true", help="also profile warm-up runs")
+    parser.add_argument(
+        "--search",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also run the main job (beam 4, default space) for N trials and report its trials",
+    )
+    parser.add_argument("--naive-sample", type=int, default=4, help="naive trials (--search)")
+    parser.add_argument("--task-dir", type=Path, help="a prepared task (default: the default)")
+    parser.add_argument("--skip-kinds", action="store_true", help="only the --search part")
     args = parser.parse_args(argv)
 
-    from search.tasks.default import default_task
+    from search.tasks.default import default_task, load_task_dir
 
-    task = default_task()
+    task = load_task_dir(args.task_dir) if args.task_dir else default_task()
     timing = TimingSettings(seconds=args.seconds)
     if args.target is not None:
         timing = TimingSettings(seconds=args.seconds, target=args.target)
     if args.warmup:
         print("warm-up (run time / steady median, runs 1..):", warmup_profile(task))
-    result = run_benchmark(task, args.trials, timing)
     worker = worker_info(timing.threads)
+    result: dict = {}
+    if not args.skip_kinds:
+        result = run_benchmark(task, args.trials, timing)
+        print_kinds(result, task, worker)
+    if args.search:
+        mix = search_mix(args.task_dir, args.search, timing, args.naive_sample)
+        print_mix(mix)
+        result["search"] = mix
+    print(
+        json.dumps(
+            {"benchmark": "trial_cost", "worker": worker, "timing": timing.to_dict(), **result}
+        )
+    )
+    return 0
+
+
+def print_kinds(result: dict, task, worker: dict) -> None:
     print(f"\nTrial cost on {describe_worker(worker)}, {task.name}, median seconds per trial")
     header = f"{'kind':<11} {'pipeline':<8} " + " ".join(f"{p:>9}" for p in (*PHASES, "trial"))
     print(header)
@@ -240,12 +344,18 @@ def main(argv: list[str] | None = None) -> int:
         f"one-off calibration (once per method, kept on disk): {result['one_off_calibration_s']} s"
     )
     print("ratios: " + ", ".join(f"{k} {v:.3f}" for k, v in result["ratios"].items()))
+
+
+def print_mix(mix: dict) -> None:
+    print(f"\nThe main job's trials (qsearch run --beam 4, default space, {mix['trials']} trials)")
+    print(f"{'outcome':<11} {'trials':>6} {'median s':>9}")
+    for outcome, row in mix["by_outcome"].items():
+        print(f"{outcome:<11} {row['trials']:>6} {row['median_s']:>9.2f}")
     print(
-        json.dumps(
-            {"benchmark": "trial_cost", "worker": worker, "timing": timing.to_dict(), **result}
-        )
+        f"median trial {mix['median_trial_s']} s vs naive {mix['naive_median_trial_s']} s "
+        f"({mix['naive_sampled']} of its configs): {mix['median_over_naive']:.3f}; whole "
+        f"search {mix['total_s']} s vs naive {mix['total_over_naive']:.3f}"
     )
-    return 0
 
 
 if __name__ == "__main__":

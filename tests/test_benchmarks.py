@@ -71,3 +71,18 @@ def test_trial_cost_runs_every_kind_through_both_pipelines(tiny_task_dir):
     assert set(result["ratios"]) >= {"median_trial_over_naive", "collapsed_over_full"}
     profile = bench.warmup_profile(task, repeats=1, runs=2)
     assert set(profile) == {"fp32", "int8", "int8 after slice"}
+
+
+def test_trial_cost_measures_the_main_jobs_own_trials(tiny_task_dir):
+    """--search: a real beam-4 search on the default space, its trials' costs by outcome, and
+    the naive pipeline on some of the same configs."""
+    bench = load("trial_cost")
+    timing = TimingSettings(seconds=0.3)
+    mix = bench.search_mix(tiny_task_dir, 3, timing, naive_sample=2, progress=lambda _: None)
+    assert mix["trials"] >= 3
+    assert set(mix["by_outcome"]) <= {"complete", "raced", "pruned", "same graph", "failed"}
+    assert sum(row["trials"] for row in mix["by_outcome"].values()) == mix["trials"]
+    assert mix["naive_sampled"] == 2
+    assert mix["median_trial_s"] > 0 and mix["naive_median_trial_s"] > 0
+    ratio = mix["median_trial_s"] / mix["naive_median_trial_s"]
+    assert abs(mix["median_over_naive"] - ratio) <= 0.01 * ratio  # the table's inputs, rounded
