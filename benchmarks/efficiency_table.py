@@ -7,8 +7,8 @@ reads it back into `Table` and answers evaluations from it with `TableEvaluator`
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ import optuna
 
 from search.errors import QsearchError, TrialError, TrialPruned
 from search.objective import TrialResult
+from search.results import confirmations
 from search.runner import RunSummary, run_search
 from search.space import SearchSpace
 from search.strategies import GridStrategy
@@ -72,11 +73,15 @@ class Entry:
 
 @dataclass(frozen=True)
 class Table:
-    """Every config's recorded outcome, by config key."""
+    """Every config's recorded outcome, by config key, and the confirmed speedups of the
+    table's frontier (`confirmed`, by config key): a strategy sees the trial's own numbers,
+    as in a search; the hypervolume of what it found is scored with the best measurement the
+    table holds, as a search's confirmed frontier is."""
 
     entries: dict[str, Entry]
     space: SearchSpace
     attrs: dict[str, Any]  # the table study's user attributes
+    confirmed: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_study(cls, study: optuna.Study, space: SearchSpace | None = None) -> Table:
@@ -90,6 +95,8 @@ class Table:
             space = SearchSpace.from_text(attrs["space_text"], attrs.get("space_source", "<table>"))
             space = space.resolve(attrs["space_operators"])
         entries: dict[str, Entry] = {}
+        checks = confirmations(study)
+        confirmed: dict[str, float] = {}
         for r in records(study):
             # a same-graph copy answers its own config; other copies and presets do not
             copy = r.attrs.get("duplicate_of") is not None and "same_graph_as" not in r.attrs
@@ -98,7 +105,10 @@ class Table:
             if r.state == optuna.trial.TrialState.PRUNED and "prune_evidence" not in r.attrs:
                 continue  # an invalid combination, not an answer
             entries.setdefault(r.key, Entry(r.values, r.attrs))
-        table = cls(entries, space, attrs)
+            check = checks.get(r.number, {})
+            if r.values is not None and "speedup" in check:
+                confirmed.setdefault(r.key, float(check["speedup"]))
+        table = cls(entries, space, attrs, confirmed)
         missing = table_size(space) - sum(c.key in entries for c in space.enumerate())
         if missing:
             raise QsearchError(
@@ -111,8 +121,15 @@ class Table:
     def fp32_accuracy(self) -> float:
         return float(self.attrs["fp32_accuracy"])
 
-    def points(self) -> dict[str, tuple[float, float]]:
-        return {k: e.values for k, e in self.entries.items() if e.values is not None}
+    def points(self, keys: Iterable[str] | None = None) -> dict[str, tuple[float, float]]:
+        """(metric, speedup) of the evaluated configs among `keys` (default all), with the
+        confirmed speedup where the table holds one."""
+        chosen = self.entries if keys is None else {k: self.entries[k] for k in keys}
+        return {
+            k: (e.values[0], self.confirmed.get(k, e.values[1]))
+            for k, e in chosen.items()
+            if e.values is not None
+        }
 
 
 class TableEvaluator:

@@ -108,6 +108,32 @@ def test_the_whole_budget_finds_the_whole_frontier(table):
     assert bench.frontier(run.found) == bench.frontier(table.points())
 
 
+def test_confirmed_speedups_score_what_a_strategy_found():
+    """A strategy chooses from the trials' numbers; its points (and the table's) are scored
+    with the confirmed speedup: a lucky table maximum cannot set the bar."""
+    space = load_space("dynamic").resolve(MODEL_OPS)
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    bench.fill_table(study, space, FakeEvaluator())
+    plain = bench.Table.from_study(study, space)
+    reference = (FP32 - 0.05, 1.0)
+    fastest, (accuracy, speed) = max(plain.points().items(), key=lambda kv: kv[1][1])
+    lowered = 1.0 + (speed - 1.0) / 2
+    # the fake landscape repeats each point: lower every config at the fastest point
+    twins = {k for k, v in plain.points().items() if v == (accuracy, speed)}
+    numbers = [r.number for r in records(study) if r.key in twins]
+    checks = {str(n): {"speedup": lowered, "low": 1.0} for n in numbers}
+    study.set_user_attr("confirmations", checks)
+    table = bench.Table.from_study(study, space)
+    assert table.entries[fastest].values == (accuracy, speed)  # what strategies see
+    assert table.points()[fastest] == (accuracy, lowered)  # what is scored
+    assert bench.hypervolume(table.points().values(), reference) < bench.hypervolume(
+        plain.points().values(), reference
+    )
+    run = bench.replay(table, "grid", len(table.entries), 0, reference)
+    assert run.found[fastest] == (accuracy, lowered)
+    assert run.share == pytest.approx(1.0)
+
+
 def test_shares_are_fractions_and_grow_with_the_budget(table):
     runs = bench.run_all(table, seeds=2, fractions=(0.1, 0.2, 0.4))
     assert {r.strategy for r in runs} == set(bench.STRATEGIES)
