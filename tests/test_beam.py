@@ -52,6 +52,38 @@ def test_beam_keeps_accurate_configs_ahead_of_faster_collapsed_ones():
     assert FP32 - kept.values[0] <= 0.01
 
 
+class SlowGather(FakeEvaluator):
+    """Quantizing Gather alone makes the model slower than fp32 (as on the default task)."""
+
+    def evaluate(self, config, context=None):
+        result = super().evaluate(config, context)
+        if config.operators == ("Gather",):
+            result.speedup = 0.97
+        return result
+
+
+def test_configs_dominated_by_fp32_itself_are_not_kept():
+    space = SearchSpace.from_text(
+        "[quantization]\nmode = ['dynamic']\noperators = ['MatMul', 'Gather']\n"
+        "per_channel = [false, true]\nreduce_range = [false, true]\n",
+        "s.toml",
+    ).resolve(MODEL_OPS)
+    study = new_study()
+    run_search(study, space, BeamSearch(width=4), SlowGather(), trials=3)
+    kept = BeamSearch(width=4).next_round(study, space).kept
+    by_key = {r.key: r for r in records(study)}
+    assert kept and all(by_key[k].values[1] > 1.0 for k in kept)  # width 4, yet Gather out
+    slow = space.default_config(["Gather"]).key
+    assert slow in by_key and slow not in kept
+    # with nothing faster than fp32, the beam still keeps what it has
+    alone = new_study()
+    gather_only = SearchSpace.from_text(
+        "[quantization]\nmode = ['dynamic']\noperators = ['Gather']\n", "g.toml"
+    ).resolve(MODEL_OPS)
+    run_search(alone, gather_only, BeamSearch(width=4), SlowGather(), trials=1)
+    assert BeamSearch(width=4).next_round(alone, gather_only).kept == [slow]
+
+
 def test_budget_stops_the_beam_and_rerunning_resumes_without_repeats():
     space = load_space("dynamic").resolve(MODEL_OPS)
     uninterrupted = new_study()
