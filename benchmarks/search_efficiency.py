@@ -19,10 +19,11 @@ milliseconds and every strategy sees the same numbers.
   (10%, 20%, 40% of the table's size, at least one trial) and each seed, `run_search` into a
   fresh in-memory study with `TableEvaluator`, then the hypervolume of the (accuracy,
   speedup) points it found as a share of the whole table's. Strategies choose from the
-  trials' own numbers (what a search sees); the points are scored with the confirmed speedup
-  where the table has one (what a search reports). The beam is deterministic, so it
-  runs with one seed. The reference point is (fp32 accuracy - 5 points, speedup 1.0): a
-  config must be faster than fp32 and lose less than 5 points to count at all.
+  trials' own numbers (what a search sees); the points are scored with the pooled speedup
+  (trial and confirmation, weighted by timed pairs) where the table has a confirmation.
+  The beam is deterministic, so it runs with one seed. The reference point is (fp32
+  accuracy - 5 points, speedup 1.0): a config must be faster than fp32 and lose less than 5
+  points to count at all.
 
 The table itself (building, reading back, answering evaluations) is in `efficiency_table.py`.
 
@@ -225,6 +226,7 @@ def build(args: argparse.Namespace) -> int:
     from search.objective import Evaluator
     from search.pipeline import RunSettings
     from search.quantize import quiet_libraries
+    from search.results import confirmations
     from search.space import load_space
     from search.tasks.default import default_task
 
@@ -239,7 +241,12 @@ def build(args: argparse.Namespace) -> int:
     study = open_table(name, storage, space, task, {**settings.to_dict(), "study": name})
     evaluator = Evaluator(task, TimingSettings(seconds=args.timing_seconds))
     size = table_size(space)
-    columns = (TextColumn("[bold]table"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    )
     try:
         with Progress(*columns) as progress:
             bar = progress.add_task("table", total=size, completed=evaluated_count(study))
@@ -264,7 +271,11 @@ def build(args: argparse.Namespace) -> int:
         return 130
     finally:
         evaluator.close()
-    print(f"Table {name}: {evaluated_count(study)} of {size} configs in {storage}")
+    print(
+        f"Table {name} in {storage}: {size} configs, {evaluated_count(study)} measured (the "
+        f"others quantize to a graph measured before), "
+        f"{len(confirmations(study))} re-timed"
+    )
     return 0
 
 

@@ -3,6 +3,7 @@ larger replay checks on synthetic tables (tests.fakes.landscape), which are inst
 
 import importlib.util
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -31,6 +32,7 @@ def load_benchmark():
 
 
 bench = load_benchmark()
+bench_table = sys.modules["benchmarks.efficiency_table"]
 FAST = TimingSettings(seconds=0.3, warmup_runs=1, block_pairs=2, min_blocks=2)
 MODEL_OPS = ["Add", "Gather", "Gemm", "MatMul", "Mul", "Softmax", "Transpose", "Where"]
 TINY_SPACE = """
@@ -132,6 +134,17 @@ def test_confirmed_speedups_score_what_a_strategy_found():
     run = bench.replay(table, "grid", len(table.entries), 0, reference)
     assert run.found[fastest] == (accuracy, lowered)
     assert run.share == pytest.approx(1.0)
+
+
+def test_a_confirmation_is_pooled_with_its_trial_by_timed_pairs():
+    pooled = bench_table.pooled_speedup
+    assert pooled(1.5, {"timing": {"pairs": 10}}, {"speedup": 1.5, "pairs": 30}) == pytest.approx(
+        1.5
+    )
+    value = pooled(1.48, {"timing": {"pairs": 15}}, {"speedup": 1.672, "pairs": 36})
+    assert value == pytest.approx(math.exp((15 * math.log(1.48) + 36 * math.log(1.672)) / 51))
+    assert 1.48 < value < 1.672
+    assert pooled(1.48, {}, {"speedup": 1.6}) == 1.6  # no pair counts: the confirmation
 
 
 def test_shares_are_fractions_and_grow_with_the_budget(table):
