@@ -252,8 +252,10 @@ def ratios(samples: dict[tuple[str, str], list[dict]]) -> dict:
 
 
 def warmup_profile(task, repeats: int = 3, runs: int = 6) -> dict[str, list[float]]:
-    """Time of each of the first `runs` runs of fresh sessions on the timing batches, as a
-    ratio to the median of the later half: how many warm-up runs timing needs."""
+    """Time of each of the first `runs` runs of fresh sessions on one timing batch, as a
+    ratio to the median of the later half: how many warm-up runs timing needs. (One batch
+    throughout: the timing batches differ in length by up to 15%, which would read as
+    warm-up.)"""
     quiet_libraries()
     work = Path(tempfile.mkdtemp(prefix="qsearch-warmup-"))
     try:
@@ -269,8 +271,8 @@ def warmup_profile(task, repeats: int = 3, runs: int = 6) -> dict[str, list[floa
             task.outputs(after, task.eval_slices[0])  # a trial times after its accuracy
             sessions["int8 after slice"] = after
             times: dict[str, list[float]] = {name: [] for name in sessions}
-            for i in range(runs):
-                batch = task.timing_batches[i % len(task.timing_batches)]
+            batch = task.timing_batches[0]
+            for _ in range(runs):
                 for name, session in sessions.items():
                     t = time.perf_counter()
                     session.run(None, batch.inputs)
