@@ -68,7 +68,7 @@ bench-efficiency: install
 
 # Minutes: seconds per trial by phase, cheap trials vs the seed's naive pipeline.
 bench-cost: install
-	$(BIN)/python benchmarks/trial_cost.py --trials 3 --warmup
+	$(BIN)/python benchmarks/trial_cost.py --trials 3 --warmup --search 16
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
