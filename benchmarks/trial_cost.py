@@ -36,6 +36,7 @@ from search.config import QuantConfig, make_session_options  # noqa: E402
 from search.context import TrialContext  # noqa: E402
 from search.early import PruneSettings  # noqa: E402
 from search.errors import SameGraph, TrialPruned  # noqa: E402
+from search.liveness import is_interrupted  # noqa: E402
 from search.measure import TimingSettings, make_session, paired_speedup  # noqa: E402
 from search.objective import Evaluator  # noqa: E402
 from search.quantize import quantize, quiet_libraries  # noqa: E402
@@ -162,7 +163,7 @@ def outcome_of(trial) -> str | None:
     if trial.state.name == "PRUNED":
         return "pruned" if "prune_evidence" in attrs else None
     if trial.state.name == "FAIL":
-        return "failed" if attrs.get("fail_reason") else None  # None: interrupted
+        return None if is_interrupted(trial) else "failed"
     if trial.state.name != "COMPLETE":
         return None
     return "raced" if attrs.get("timing", {}).get("stopped") == "raced" else "complete"

@@ -42,9 +42,9 @@ class TimingSettings:
     block_pairs: int = 3  # pairs per block (latency: x8, single examples are short)
     min_blocks: int = 4
     # Untimed runs of the candidate before timing (and of the baseline, unless it is already
-    # warm). benchmarks/trial_cost.py --warmup: on this machine a fresh session's first run
-    # is no slower than its later ones beyond the run-to-run noise (ratios 1.0-1.2 for runs
-    # 1-4 alike); one run is kept as insurance against lazy allocation.
+    # warm). benchmarks/trial_cost.py --warmup (5 fresh sessions x 8 runs of one batch): the
+    # first run is 1.02x (fp32) and 1.04x (int8) the later runs' median, within their spread;
+    # one run is kept as insurance against lazy allocation.
     warmup_runs: int = 1
     threads: int = 1  # intra-op threads of every session
     # Smallest relative half-width of the interval: the run-to-run drift that one run cannot
