@@ -15,6 +15,23 @@ from search.display import (
     print_frontier,
     search_with_progress,
 )
+from search.pipeline import RunSettings
+
+
+def _default(name: str) -> str:
+    """RunSettings' default of field `name`, as `--help` shows it (for a flag pair, the flag
+    that is on by default)."""
+    value = RunSettings.__dataclass_fields__[name].default
+    if isinstance(value, bool):
+        return name if value else f"no-{name}"
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _setting_opt(flag: str, help: str):
+    """The option of the RunSettings field named like `flag`, unset unless given (so a
+    study file's value can stand); `--help` shows the field's default."""
+    name = flag.split("/")[0].removeprefix("--").replace("-", "_")
+    return _opt(flag, help, _default(name))
 
 
 @app.command()
@@ -46,10 +63,8 @@ def run(
     study_file: Path = typer.Argument(
         None, help="A study file (studies/<name>.toml) with the settings; options override it."
     ),
-    space: str = _opt(
-        "--space",
-        "Shipped space name (default, operators, dynamic, static) or a TOML space file.",
-        "default",
+    space: str = _setting_opt(
+        "--space", "Shipped space name (default, operators, dynamic, static) or a TOML space file."
     ),
     beam: int = _opt("--beam", "Beam search of width K (the default strategy, K=4)."),
     sampler: str = _opt("--sampler", "Use an Optuna sampler instead: tpe, random, grid, nsga2."),
@@ -61,24 +76,21 @@ def run(
     timeout: float = _opt("--timeout", "Stop starting trials after S seconds."),
     study_name: str = _opt("--study", "Study name (default: <task>-<space>-<strategy>)."),
     storage: str = _opt("--storage", "Optuna RDB URL (default: sqlite:///studies/<study>.db)."),
-    max_drop: float = _opt(
-        "--max-drop", "Metric drop from fp32 the beam and report accept (0.01 = 1 point).", "0.01"
+    max_drop: float = _setting_opt(
+        "--max-drop", "Metric drop from fp32 the beam and report accept (0.01 = 1 point)."
     ),
-    prune_drop: float = _opt(
+    prune_drop: float = _setting_opt(
         "--prune-drop",
         "Stop a trial, before timing, once its metric provably cannot come within this "
         "drop of fp32 (0.05 = 5 points; 1 turns it off).",
-        "0.05",
     ),
-    timing_seconds: float = _opt(
+    timing_seconds: float = _setting_opt(
         "--timing-seconds",
         "Most interleaved timing per trial (stops earlier once the interval is tight enough).",
-        "12",
     ),
-    timing_target: float = _opt(
+    timing_target: float = _setting_opt(
         "--timing-target",
         "Stop timing once the speedup's 95% interval is within +-this fraction.",
-        "0.02",
     ),
     confirm_seconds: float = _opt(
         "--confirm-seconds",
@@ -86,26 +98,21 @@ def run(
         "on a 2-core AVX2 VM, 2.5% at 12 s).",
         "3x --timing-seconds",
     ),
-    objective: str = _opt(
+    objective: str = _setting_opt(
         "--objective",
         "throughput (batches of the eval data) or latency (batch size 1, p50 ratio; p90 recorded).",
-        "throughput",
     ),
-    threads: int = _opt("--threads", "onnxruntime intra-op threads for every model timed.", "1"),
-    presets: bool = typer.Option(
-        None,
+    threads: int = _setting_opt("--threads", "onnxruntime intra-op threads for every model timed."),
+    presets: bool = _setting_opt(
         "--presets/--no-presets",
-        show_default="presets",
-        help="Also measure Optimum's dynamic CPU presets (avx2, avx512, avx512_vnni, arm64).",
+        "Also measure Optimum's dynamic CPU presets (avx2, avx512, avx512_vnni, arm64).",
     ),
-    confirm: bool = typer.Option(
-        None,
+    confirm: bool = _setting_opt(
         "--confirm/--no-confirm",
-        show_default="confirm",
-        help="Re-time the frontier (and configs within its intervals) at the end.",
+        "Re-time the frontier (and configs within its intervals) at the end.",
     ),
     report: bool = typer.Option(
-        True, "--report/--no-report", help="Write reports/<study>.html at the end."
+        RunSettings.report, "--report/--no-report", help="Write reports/<study>.html at the end."
     ),
     model: Path = _opt(
         "--model",
@@ -127,37 +134,33 @@ def run(
     split: str = _opt(
         "--split", "Split of a saved DatasetDict (default: test, validation, train)."
     ),
-    eval_size: int = _opt("--eval-size", "Evaluation examples.", "1000"),
-    calibration_size: int = _opt(
-        "--calibration-size", "Calibration examples (disjoint from evaluation).", "256"
+    eval_size: int = _setting_opt("--eval-size", "Evaluation examples."),
+    calibration_size: int = _setting_opt(
+        "--calibration-size", "Calibration examples (disjoint from evaluation)."
     ),
     metric: str = _opt(
         "--metric",
         "accuracy, macro_f1, mcc, or without labels agreement "
         "(with fp32's classes) or cosine (of outputs).",
-        "accuracy",
+        "accuracy; agreement without labels",
     ),
     task_dir: Path = _opt(
         "--task-dir",
         "A prepared task folder (model.onnx, tokenizer, "
         "eval.json, calibration.json) instead of the default task.",
     ),
-    seed: int = _opt("--seed", "Seed of samplers and of the data split.", "0"),
+    seed: int = _setting_opt("--seed", "Seed of samplers and of the data split."),
     continue_with_new_space: bool = typer.Option(
-        False,
+        RunSettings.continue_with_new_space,
         "--continue-with-new-space",
         help="Allow a study searched with another space to continue with this one.",
     ),
-    isolate: bool = typer.Option(
-        None,
+    isolate: bool = _setting_opt(
         "--isolate/--no-isolate",
-        show_default="isolate",
-        help="Run trials in a child process, so an onnxruntime crash fails one trial only.",
+        "Run trials in a child process, so an onnxruntime crash fails one trial only.",
     ),
-    trial_time_limit: float = _opt(
-        "--trial-time-limit",
-        "Seconds after which a trial is stopped and recorded as failed.",
-        "900",
+    trial_time_limit: float = _setting_opt(
+        "--trial-time-limit", "Seconds after which a trial is stopped and recorded as failed."
     ),
 ) -> None:
     """Search quantization configs and record every trial in an Optuna study.
@@ -168,15 +171,12 @@ def run(
     resumes the study.
     """
     options = dict(locals())
-    from search.pipeline import RunSettings
-    from search.study_file import load_study_file
+    from search.study_file import resolve_settings
 
     options.pop("study_file")
     options["study"] = options.pop("study_name")
     with user_errors():
-        values = load_study_file(study_file) if study_file is not None else {}
-        values.update({k: v for k, v in options.items() if v is not None})
-        _run(RunSettings(**values))
+        _run(resolve_settings(study_file, options))
 
 
 def _run(settings) -> None:
@@ -214,5 +214,5 @@ def _run(settings) -> None:
     )
     if settings.report:
         console.print(f"Report: {search.write_report()}")
-    print_frontier(search.study)
+    print_frontier(search.study, settings.max_drop)
     console.print(f"Open the study in the dashboard: optuna-dashboard {search.storage_url}")

@@ -13,17 +13,28 @@ from search.cli_common import StorageOpt, app, spaces_app, user_errors
 from search.display import console, print_frontier
 from search.errors import QsearchError
 
+MaxDropOpt = typer.Option(
+    None,
+    "--max-drop",
+    show_default="the study's own, from the run",
+    help="Accepted metric drop from fp32 (0.01 = 1 point).",
+)
+
 
 @app.command()
 def show(
     study: str = typer.Option(..., "--study", help="Study name."),
     storage: str = StorageOpt,
+    max_drop: float = MaxDropOpt,
 ) -> None:
-    """Print a study's Pareto frontier as a terminal table."""
+    """Print a study's Pareto frontier as a terminal table, and its fastest config within
+    --max-drop of fp32."""
+    from search.pipeline import study_max_drop
     from search.study import load_study
 
     with user_errors():
-        print_frontier(load_study(study, storage))
+        loaded = load_study(study, storage)
+        print_frontier(loaded, study_max_drop(loaded, max_drop))
 
 
 @app.command()
@@ -31,15 +42,17 @@ def report(
     study: str = typer.Option(..., "--study", help="Study name."),
     storage: str = StorageOpt,
     out: Path = typer.Option(None, "--out", help="Output file (default reports/<study>.html)."),
-    max_drop: float = typer.Option(0.01, "--max-drop"),
+    max_drop: float = MaxDropOpt,
 ) -> None:
     """Write the self-contained HTML report of a study (opens offline in any browser)."""
+    from search.pipeline import study_max_drop
     from search.report import write_report
     from search.study import load_study
 
     with user_errors():
         loaded = load_study(study, storage)
-        path = write_report(loaded, out or Path("reports") / f"{study}.html", max_drop)
+        target = out or Path("reports") / f"{study}.html"
+        path = write_report(loaded, target, study_max_drop(loaded, max_drop))
         console.print(f"Report: {path}")
 
 
@@ -50,7 +63,7 @@ def export(
     best: bool = typer.Option(
         False, "--best", help="Export the fastest trial within --max-drop of fp32."
     ),
-    max_drop: float = typer.Option(0.01, "--max-drop", help="Accepted drop for --best."),
+    max_drop: float = MaxDropOpt,
     out: Path = typer.Option(None, "--out", help="Folder (default exports/<study>-trial<N>)."),
     storage: str = StorageOpt,
     force: bool = typer.Option(False, "--force", help="Replace an existing folder."),
@@ -58,13 +71,13 @@ def export(
     """Write a trial's quantized model as a folder Optimum loads, with its tokenizer,
     ORTConfig, session options and a model card; the metric is re-measured on export."""
     from search.export import choose_trial, export_trial
-    from search.pipeline import task_for_study
+    from search.pipeline import study_max_drop, task_for_study
     from search.quantize import quiet_libraries
     from search.study import load_study
 
     with user_errors():
         loaded = load_study(study, storage)
-        chosen = choose_trial(loaded, trial, best, max_drop)
+        chosen = choose_trial(loaded, trial, best, study_max_drop(loaded, max_drop))
         quiet_libraries()
         task = task_for_study(loaded)
         target = out or Path("exports") / f"{study}-trial{chosen.number}"

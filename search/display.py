@@ -110,14 +110,25 @@ def search_with_progress(search):
         signal.signal(signal.SIGTERM, previous_term)
 
 
-def print_frontier(study) -> None:
+def print_frontier(study, max_drop: float) -> None:
+    """The frontier as a table; its caption names the fastest config within `max_drop`."""
+    from search.ranking import within_drop
     from search.results import pareto_rows
 
     rows = pareto_rows(study)
     fp32 = study.user_attrs.get("fp32_accuracy")
+    caption = None
+    if fp32 is not None:
+        bar = f"within {100 * max_drop:g} point(s) of fp32 (--max-drop {max_drop:g})"
+        accepted = rows[within_drop(rows["accuracy"], fp32, max_drop)] if len(rows) else rows
+        caption = f"no config {bar}"
+        if not accepted.empty:
+            top = accepted.sort_values("speedup").iloc[-1]
+            caption = f"fastest {bar}: trial {top['trial']}, {top['speedup']:.3f}x"
     table = Table(
         title=f"Pareto frontier of {study.study_name}"
-        + (f" (fp32 accuracy {fp32:.4f})" if fp32 is not None else "")
+        + (f" (fp32 accuracy {fp32:.4f})" if fp32 is not None else ""),
+        caption=caption,
     )
     for column in ("trial", "accuracy", "vs fp32 (pts)", "speedup", "95% interval", "config"):
         table.add_column(column, overflow="fold")

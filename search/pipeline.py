@@ -35,44 +35,55 @@ from search.tasks.default import default_task, load_task_dir
 DEFAULT_BUDGET = {"beam": 60, "sampler": 20}
 
 
+def _setting(default, section: str = "", key: str | None = None):
+    """A RunSettings field a study file may hold: `key` (default: the field's name) in
+    `[section]`, or at the top level when `section` is "". Fields made without it are
+    command-line only."""
+    return field(default=default, metadata={"section": section, "key": key})
+
+
 @dataclass(frozen=True)
 class RunSettings:
-    space: str = "default"
-    beam: int | None = None
-    sampler: str | None = None
-    trials: int | None = None
-    timeout: float | None = None
-    study: str | None = None
-    storage: str | None = None
-    max_drop: float = 0.01
-    prune_drop: float = 0.05
-    timing_seconds: float = 12.0
-    timing_target: float = 0.02
+    """What `qsearch run` was asked. The one place the settings are declared: the study-file
+    schema (`search/study_file.py`: sections, keys, types) and the defaults `qsearch run
+    --help` shows are read from these fields."""
+
+    space: str = _setting("default", "search")
+    beam: int | None = _setting(None, "search")
+    sampler: str | None = _setting(None, "search")
+    trials: int | None = _setting(None, "search")
+    timeout: float | None = _setting(None, "search")
+    study: str | None = _setting(None, key="name")
+    storage: str | None = _setting(None, "search")
+    max_drop: float = _setting(0.01, "search")
+    prune_drop: float = _setting(0.05, "search")
+    timing_seconds: float = _setting(12.0, "measure")
+    timing_target: float = _setting(0.02, "measure")
     # Timing budget of each confirmation; None: 3x --timing-seconds. Measured here
     # (benchmarks/measurement_stability.py): 12 s gives a speedup CV of 2.5% across repeats,
     # 36 s 1.5%.
-    confirm_seconds: float | None = None
-    objective: str = "throughput"
-    threads: int = 1
-    presets: bool = True
-    confirm: bool = True
+    confirm_seconds: float | None = _setting(None, "measure")
+    objective: str = _setting("throughput", "measure")
+    threads: int = _setting(1, "measure")
+    presets: bool = _setting(True, "search")
+    confirm: bool = _setting(True, "search")
     report: bool = True
-    task_dir: Path | None = None
-    seed: int = 0
+    task_dir: Path | None = _setting(None, "model")
+    seed: int = _setting(0, "search")
     continue_with_new_space: bool = False
-    isolate: bool = True
-    trial_time_limit: float = DEFAULT_TIME_LIMIT
+    isolate: bool = _setting(True, "search")
+    trial_time_limit: float = _setting(DEFAULT_TIME_LIMIT, "search")
     # your own model and data (both, or neither for the embedded default task)
-    model: Path | None = None
-    tokenizer: Path | None = None
-    data: Path | None = None
-    text_column: str | None = None
-    text_pair_column: str | None = None
-    label_column: str | None = None
-    split: str | None = None
-    eval_size: int = 1000
-    calibration_size: int = 256
-    metric: str | None = None
+    model: Path | None = _setting(None, "model", key="path")
+    tokenizer: Path | None = _setting(None, "model")
+    data: Path | None = _setting(None, "data", key="path")
+    text_column: str | None = _setting(None, "data")
+    text_pair_column: str | None = _setting(None, "data")
+    label_column: str | None = _setting(None, "data")
+    split: str | None = _setting(None, "data")
+    eval_size: int = _setting(1000, "data")
+    calibration_size: int = _setting(256, "data")
+    metric: str | None = _setting(None, "data")
 
     def __post_init__(self) -> None:
         if self.trials is not None and self.trials < 1:
@@ -288,6 +299,18 @@ class Search:
         return write_report(
             self.study, Path("reports") / f"{self.name}.html", self.settings.max_drop
         )
+
+
+def study_max_drop(study: optuna.Study, given: float | None = None) -> float:
+    """The accepted drop from fp32 that reading a study uses (`show`, `report`, `export
+    --best`): `given` when the command was given --max-drop, else the one the study was run
+    with (the last run's stored settings), else RunSettings' default (an older study)."""
+    if given is not None:
+        if not 0 <= given < 1:
+            raise QsearchError(f"--max-drop must be a fraction in [0, 1), but got {given}")
+        return given
+    stored = study.user_attrs.get("settings") or {}
+    return stored.get("max_drop", RunSettings.max_drop)
 
 
 def task_for_study(study: optuna.Study) -> TextClassificationTask:

@@ -219,3 +219,62 @@ def test_frontier_is_confirmed_and_a_trial_can_be_re_measured(workdir, tiny_task
     assert line["low"] <= line["ratio"] <= line["high"] and line["baseline_sps"] > 0
     bad = invoke("measure", "--study", "conf")
     assert bad.exit_code == 2 and "either --study NAME --trial N, or --config" in bad.output
+
+
+def flat(result) -> str:
+    """A command's output with rich's line wrapping undone."""
+    return " ".join(result.output.split())
+
+
+def test_reading_a_study_uses_its_own_max_drop_unless_given(workdir, tiny_task_dir):
+    from search.export import choose_trial
+
+    result = invoke(
+        "run",
+        "--task-dir",
+        tiny_task_dir,
+        "--space",
+        "operators",
+        "--beam",
+        "2",
+        "--trials",
+        "2",
+        "--max-drop",
+        "0.05",
+        "--study",
+        "lenient",
+        "--no-confirm",
+        "--no-report",
+        *FAST,
+    )
+    assert result.exit_code == 0, result.output
+    assert "fastest within 5 point(s) of fp32 (--max-drop 0.05)" in flat(result)
+    study = load(workdir, "lenient")
+    assert study.user_attrs["settings"]["max_drop"] == 0.05
+    # fp32 3 points above the best trial: every trial is within the study's 0.05, none
+    # within the default 0.01, so the bar each command used shows in what it answers.
+    best_accuracy = max(t.values[0] for t in study.trials if t.values)
+    study.set_user_attr("fp32_accuracy", best_accuracy + 0.03)
+    expected = choose_trial(study, None, True, 0.05).number
+
+    shown = invoke("show", "--study", "lenient")
+    assert shown.exit_code == 0, shown.output
+    assert f"fastest within 5 point(s) of fp32 (--max-drop 0.05): trial {expected}," in flat(shown)
+    strict = invoke("show", "--study", "lenient", "--max-drop", "0.01")
+    assert strict.exit_code == 0 and "no config within 1 point(s) of fp32" in flat(strict)
+
+    assert invoke("report", "--study", "lenient", "--out", workdir / "own.html").exit_code == 0
+    assert "best speedup within 5 point(s) of fp32" in (workdir / "own.html").read_text()
+    given = invoke(
+        "report", "--study", "lenient", "--max-drop", "0.01", "--out", workdir / "x.html"
+    )
+    assert given.exit_code == 0
+    assert "best speedup within 1 point(s) of fp32" in (workdir / "x.html").read_text()
+
+    exported = invoke("export", "--study", "lenient", "--best")
+    assert exported.exit_code == 0, exported.output
+    assert f"Exported trial {expected} " in exported.output
+    refused = invoke("export", "--study", "lenient", "--best", "--max-drop", "0.01")
+    assert refused.exit_code == 2 and "within --max-drop 0.01 of fp32" in refused.output
+    bad = invoke("show", "--study", "lenient", "--max-drop", "1.5")
+    assert bad.exit_code == 2 and "--max-drop must be a fraction in [0, 1)" in bad.output
