@@ -23,6 +23,7 @@ from search.space import SearchSpace
 from search.strategies import GridStrategy
 from search.strategies.base import records
 from search.study import open_study
+from search.trial_kind import PRUNE_EVIDENCE, REFERENCE
 
 TABLES_DIR = Path(__file__).resolve().parent / "tables"
 
@@ -113,12 +114,10 @@ class Table:
         checks = confirmations(study)
         confirmed: dict[str, float] = {}
         for r in records(study):
-            # a same-graph copy answers its own config; other copies and presets do not
-            copy = r.attrs.get("duplicate_of") is not None and "same_graph_as" not in r.attrs
-            if copy or r.attrs.get("reference") is not None:
+            # a same-graph copy answers its own config; other copies, invalid combinations
+            # and presets do not
+            if not r.answers or r.attrs.get(REFERENCE):
                 continue
-            if r.state == optuna.trial.TrialState.PRUNED and "prune_evidence" not in r.attrs:
-                continue  # an invalid combination, not an answer
             entries.setdefault(r.key, Entry(r.values, r.attrs))
             check = checks.get(r.number, {})
             if r.values is not None and "speedup" in check:
@@ -166,9 +165,9 @@ class TableEvaluator:
         if entry is None:  # the runner would record it as a failure: remember to refuse it
             self.missing.append(config.describe())
             raise TrialError(f"config {config.describe()} is not in the table")
-        if entry.values is None and "prune_evidence" in entry.attrs:
+        if entry.values is None and PRUNE_EVIDENCE in entry.attrs:
             reason = entry.attrs.get("fail_reason", "pruned")
-            raise TrialPruned(reason, entry.attrs["prune_evidence"], dict(entry.attrs))
+            raise TrialPruned(reason, entry.attrs[PRUNE_EVIDENCE], dict(entry.attrs))
         if entry.values is None:
             raise TrialError(entry.attrs.get("fail_reason", "failed (no reason recorded)"))
         return TrialResult(entry.values[0], entry.values[1], dict(entry.attrs))

@@ -36,10 +36,10 @@ from search.config import QuantConfig, make_session_options  # noqa: E402
 from search.context import TrialContext  # noqa: E402
 from search.early import PruneSettings  # noqa: E402
 from search.errors import SameGraph, TrialPruned  # noqa: E402
-from search.liveness import is_interrupted  # noqa: E402
 from search.measure import TimingSettings, make_session, paired_speedup  # noqa: E402
 from search.objective import Evaluator  # noqa: E402
 from search.quantize import quantize, quiet_libraries  # noqa: E402
+from search.trial_kind import EVALUATIONS, TrialKind, is_reference, trial_kind  # noqa: E402
 from search.worker import describe_worker, worker_info  # noqa: E402
 
 PHASES = ("calibrate", "quantize", "accuracy", "timing")
@@ -155,18 +155,15 @@ def run_benchmark(
 def outcome_of(trial) -> str | None:
     """What a finished trial of a search was, for the cost table (None: not a trial of a
     config at all, e.g. an invalid combination refused before anything ran)."""
-    attrs = trial.user_attrs
-    if attrs.get("same_graph_as") is not None:
+    kind = trial_kind(trial)
+    if kind == TrialKind.SAME_GRAPH:
         return "same graph"
-    if attrs.get("duplicate_of") is not None or attrs.get("reference") is not None:
+    if is_reference(trial) or kind not in EVALUATIONS:
         return None
-    if trial.state.name == "PRUNED":
-        return "pruned" if "prune_evidence" in attrs else None
-    if trial.state.name == "FAIL":
-        return None if is_interrupted(trial) else "failed"
-    if trial.state.name != "COMPLETE":
-        return None
-    return "raced" if attrs.get("timing", {}).get("stopped") == "raced" else "complete"
+    if kind != TrialKind.MEASURED:
+        return kind.value  # "pruned" or "failed"
+    raced = trial.user_attrs.get("timing", {}).get("stopped") == "raced"
+    return "raced" if raced else "complete"
 
 
 def search_mix(

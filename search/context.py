@@ -15,6 +15,7 @@ from optuna.trial import TrialState
 
 from search.ranking import non_dominated
 from search.results import confirmations
+from search.trial_kind import EVALUATIONS, TrialKind, trial_kind
 
 GRAPHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
@@ -37,12 +38,12 @@ def trial_context(study: optuna.Study) -> TrialContext:
     points: list[tuple[float, float]] = []
     checks = confirmations(study)
     for t in study.get_trials(deepcopy=False, states=GRAPHED):
-        a = t.user_attrs
-        if a.get("duplicate_of") is not None:
+        a, kind = t.user_attrs, trial_kind(t)
+        if kind not in EVALUATIONS:  # copies, invalid combinations, interruptions
             continue
         if a.get("graph_key"):
             graphs.setdefault(a["graph_key"], t.number)
-        if t.state == TrialState.COMPLETE and t.values:
+        if kind == TrialKind.MEASURED and t.values:
             low = (checks.get(t.number) or {}).get("low", a.get("speedup_low", t.values[1]))
             points.append((float(t.values[0]), float(low)))
     front = tuple(points[i] for i in non_dominated(points)) if points else ()

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from search.calibrate import CalibrationCache
 from search.config import QuantConfig
@@ -24,6 +24,7 @@ from search.measure import make_session
 from search.quantize import quantize
 from search.ranking import within_drop
 from search.tasks.base import TextClassificationTask
+from search.trial_kind import is_measured, source_number, why
 from search.worker import describe_worker
 
 SESSION_FILE = "qsearch_session.json"
@@ -47,8 +48,7 @@ def choose_trial(
         candidates = [
             t
             for t in trials
-            if t.state == TrialState.COMPLETE
-            and t.user_attrs.get("duplicate_of") is None
+            if is_measured(t)
             and (fp32 is None or within_drop(t.values[0], fp32, max_drop))
         ]
         if not candidates:
@@ -65,11 +65,11 @@ def choose_trial(
             f"but got {number}"
         )
     trial = trials[number]
-    if trial.user_attrs.get("duplicate_of") is not None:
-        trial = trials[trial.user_attrs["duplicate_of"]]
-    if trial.state != TrialState.COMPLETE or "config" not in trial.user_attrs:
-        reason = trial.user_attrs.get("fail_reason", trial.state.name.lower())
-        raise QsearchError(f"--trial {number} must be a finished trial, but it is {reason}")
+    source = source_number(trial)
+    if source is not None:
+        trial = trials[source]
+    if not is_measured(trial) or "config" not in trial.user_attrs:
+        raise QsearchError(f"--trial {number} must be a finished trial, but it is {why(trial)}")
     return trial
 
 

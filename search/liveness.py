@@ -8,8 +8,9 @@ the study sound:
   recorded by a thread while the trial runs, since ask/tell does not record one);
 - `recover_stale` fails RUNNING trials whose worker is gone: at once when the worker ran on
   this host and its pid is dead, after the grace period (no heartbeat) otherwise. Such a
-  trial is FAIL *without* a `fail_reason`: it was interrupted, not answered, so it is not
-  counted and its config is evaluated again;
+  trial is marked interrupted (`mark_interrupted`), and whatever answer its worker had
+  written before dying is wiped: it was interrupted, not answered, so it is not counted
+  and its config is evaluated again;
 - `claim_lock` serialises the short step where a worker picks its next config and marks it
   as taken, so two workers never pick the same one (a file lock beside a SQLite database, an
   advisory lock on PostgreSQL).
@@ -30,6 +31,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from search.errors import StorageError, first_line
+from search.trial_kind import ANSWER_ATTRS, INTERRUPTED, is_interrupted
 
 # Seconds between heartbeats, and silence after which another host's trial counts as dead.
 HEARTBEAT_INTERVAL = 10
@@ -43,9 +45,19 @@ def worker_id() -> dict:
     return {"worker_host": HOST, "worker_pid": os.getpid()}
 
 
-def is_interrupted(trial: FrozenTrial) -> bool:
-    """A trial whose worker died or was stopped mid-trial: not a result, to be evaluated again."""
-    return trial.state == TrialState.FAIL and "fail_reason" not in trial.user_attrs
+def mark_interrupted(study: optuna.Study, trial_id: int) -> None:
+    """Fail a trial cut short as interrupted. A worker writes a trial's answer attributes
+    (a copy's source, a prune's evidence, a failure's reason) before it writes the state, so
+    a kill between the two leaves them on a trial that answered nothing: they are wiped
+    first (Optuna cannot delete an attribute, so they are set to None), then the state."""
+    storage = study._storage
+    with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+        attrs = storage.get_trial(trial_id).user_attrs
+        for key in ANSWER_ATTRS:
+            if attrs.get(key) is not None:
+                storage.set_trial_user_attr(trial_id, key, None)
+        storage.set_trial_user_attr(trial_id, INTERRUPTED, True)
+        storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
 
 
 def _pid_alive(pid: int) -> bool:
@@ -71,11 +83,13 @@ def recover_stale(study: optuna.Study) -> list[int]:
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
     if not running:
         return []
-    for trial in running:
-        if _dead_here(trial):
-            with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
-                study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
-    optuna.storages.fail_stale_trials(study)  # other hosts: no heartbeat for GRACE_PERIOD
+    stale = {t._trial_id for t in running if _dead_here(t)}
+    storage = study._storage
+    if isinstance(storage, optuna.storages.RDBStorage) and storage.get_heartbeat_interval():
+        # other hosts: no heartbeat for GRACE_PERIOD (what optuna's fail_stale_trials reads)
+        stale.update(storage._get_stale_trial_ids(study._study_id))
+    for trial_id in stale:
+        mark_interrupted(study, trial_id)
     trials = study.get_trials(deepcopy=False)
     return [t.number for t in running if is_interrupted(trials[t.number])]
 

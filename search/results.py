@@ -12,6 +12,7 @@ from optuna.trial import TrialState
 
 from search.ranking import non_dominated
 from search.stats import tie_groups
+from search.trial_kind import PRUNE_EVIDENCE, REFERENCE, TrialKind, is_measured, trial_kind, why
 from search.worker import describe_worker
 
 # Study user attribute holding the frontier's re-measurements (search.confirm writes it).
@@ -53,7 +54,7 @@ def trial_rows(study: optuna.Study, confirmed: bool = True) -> pd.DataFrame:
     rows = []
     for t in study.get_trials(deepcopy=False, states=[TrialState.COMPLETE]):
         a = t.user_attrs
-        if a.get("duplicate_of") is not None or not t.values:
+        if not is_measured(t):
             continue
         fp32 = a.get("accuracy_fp32", study.user_attrs.get("fp32_accuracy", float("nan")))
         check = checks.get(t.number) or {}
@@ -77,7 +78,7 @@ def trial_rows(study: optuna.Study, confirmed: bool = True) -> pd.DataFrame:
                 "size_mb": a.get("model_size_mb"),
                 "mode": (a.get("config") or {}).get("mode", ""),
                 "config": a.get("description", ""),
-                "reference": a.get("reference") or "",
+                "reference": a.get(REFERENCE) or "",
                 "beam_round": a.get("beam_round"),
                 "cpu": describe_worker(a.get("worker") or {}),
                 "seconds": a.get("wall_seconds"),
@@ -102,6 +103,9 @@ def pareto_rows(study: optuna.Study) -> pd.DataFrame:
     return out
 
 
+# What the failures table lists: trials that measured nothing (copies are left out).
+NOT_ANSWERED = (TrialKind.FAILED, TrialKind.INVALID, TrialKind.PRUNED, TrialKind.INTERRUPTED)
+
 PRUNED_COLUMNS = ["trial", "config", "seen", "total", "so_far", "ceiling", "threshold", "bound"]
 
 
@@ -110,10 +114,9 @@ def pruned_rows(study: optuna.Study) -> pd.DataFrame:
     them, the bound on the whole set and the threshold it fell below."""
     rows = []
     for t in study.get_trials(deepcopy=False, states=[TrialState.PRUNED]):
-        a = t.user_attrs
-        evidence = a.get("prune_evidence")
-        if evidence is None or a.get("duplicate_of") is not None:
+        if trial_kind(t) != TrialKind.PRUNED:
             continue
+        a, evidence = t.user_attrs, t.user_attrs[PRUNE_EVIDENCE]
         rows.append(
             {
                 "trial": t.number,
@@ -133,17 +136,14 @@ def failed_rows(study: optuna.Study) -> pd.DataFrame:
     """Failed trials, and pruned ones (invalid combinations, hopeless configs), with why."""
     rows = []
     for t in study.get_trials(deepcopy=False, states=[TrialState.FAIL, TrialState.PRUNED]):
-        a = t.user_attrs
-        if a.get("duplicate_of") is not None:
+        if trial_kind(t) not in NOT_ANSWERED:
             continue
         rows.append(
             {
                 "trial": t.number,
                 "state": t.state.name,
-                "config": a.get("description", ""),
-                "reason": a.get(
-                    "fail_reason", "interrupted: its worker stopped mid-trial (evaluated again)"
-                ),
+                "config": t.user_attrs.get("description", ""),
+                "reason": why(t),
             }
         )
     return pd.DataFrame(rows, columns=["trial", "state", "config", "reason"])

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import optuna
 from optuna.trial import TrialState
@@ -18,10 +18,27 @@ from optuna.trial import TrialState
 from search.config import QuantConfig
 from search.context import trial_context
 from search.errors import ConfigError, SameGraph, TrialError, TrialPruned
-from search.liveness import Heartbeat, is_interrupted, recover_stale, running_elsewhere, worker_id
+from search.liveness import (
+    Heartbeat,
+    mark_interrupted,
+    recover_stale,
+    running_elsewhere,
+    worker_id,
+)
 from search.objective import Evaluator, TrialResult
 from search.space import SearchSpace
-from search.strategies.base import FINISHED, SAMPLE, Strategy, records
+from search.strategies.base import FINISHED, SAMPLE, Strategy
+from search.trial_kind import (
+    DUPLICATE_OF,
+    FAIL_REASON,
+    PRUNE_EVIDENCE,
+    REFERENCE,
+    SAME_GRAPH_AS,
+    answers_config,
+    counts_toward_budget,
+    is_interrupted,
+    why,
+)
 
 # Consecutive sampled configs already in the study before a sampler is taken as exhausted.
 MAX_CONSECUTIVE_DUPLICATES = 60
@@ -33,28 +50,20 @@ class RunSummary:
     failed: int = 0
     duplicates: int = 0
     stopped_because: str = ""
-    trial_numbers: list[int] = field(default_factory=list)
 
 
 def evaluated_count(study: optuna.Study) -> int:
-    """Trials that count toward the budget: evaluated configs (pruned ones included: they
-    are answers), not copies (`duplicate_of`), references or invalid combinations."""
-    return sum(
-        1
-        for r in records(study)
-        if (r.state != TrialState.PRUNED or r.attrs.get("prune_evidence") is not None)
-        and r.attrs.get("duplicate_of") is None
-        and r.attrs.get("reference") is None
-    )
+    """Trials that count toward the budget (`trial_kind.counts_toward_budget`)."""
+    return sum(counts_toward_budget(t) for t in study.get_trials(deepcopy=False))
 
 
 def _known(study: optuna.Study) -> dict[str, int]:
     """config key -> number of the trial that answered it first (a same-graph copy answers
     its own config)."""
     out: dict[str, int] = {}
-    for r in records(study, states=FINISHED):
-        if r.attrs.get("duplicate_of") is None or r.attrs.get("same_graph_as") is not None:
-            out.setdefault(r.key, r.number)
+    for t in study.get_trials(deepcopy=False, states=FINISHED):
+        if answers_config(t):
+            out.setdefault(t.user_attrs["config_key"], t.number)
     return out
 
 
@@ -76,21 +85,21 @@ def _tell_failure(
     trial.set_user_attr("config", config.to_dict())
     trial.set_user_attr("config_key", config.key)
     trial.set_user_attr("description", config.describe())
-    trial.set_user_attr("fail_reason", reason)
+    trial.set_user_attr(FAIL_REASON, reason)
     study.tell(trial, state=TrialState.FAIL)
 
 
 def _copy(study: optuna.Study, trial: optuna.Trial, number: int) -> None:
     """Tell `trial` with the values (or state and reason) of trial `number`."""
     source = study.get_trials(deepcopy=False)[number]
-    trial.set_user_attr("duplicate_of", source.number)
+    trial.set_user_attr(DUPLICATE_OF, source.number)
     if source.state == TrialState.COMPLETE:
         for k in ("speedup_low", "speedup_high", "accuracy_fp32"):
             if k in source.user_attrs:
                 trial.set_user_attr(k, source.user_attrs[k])
         study.tell(trial, list(source.values))
     else:
-        trial.set_user_attr("fail_reason", source.user_attrs.get("fail_reason", "duplicate"))
+        trial.set_user_attr(FAIL_REASON, why(source))
         study.tell(trial, state=source.state)
 
 
@@ -114,15 +123,15 @@ def evaluate_into(
     except SameGraph as same:
         for k, v in same.attrs.items():
             trial.set_user_attr(k, v)
-        trial.set_user_attr("same_graph_as", same.number)
+        trial.set_user_attr(SAME_GRAPH_AS, same.number)
         _copy(study, trial, same.number)
         known[config.key] = trial.number
         return "duplicate"
     except TrialPruned as pruned:
         for k, v in pruned.attrs.items():
             trial.set_user_attr(k, v)
-        trial.set_user_attr("fail_reason", pruned.reason)
-        trial.set_user_attr("prune_evidence", pruned.evidence)
+        trial.set_user_attr(FAIL_REASON, pruned.reason)
+        trial.set_user_attr(PRUNE_EVIDENCE, pruned.evidence)
         study.tell(trial, state=TrialState.PRUNED)
         known[config.key] = trial.number
         return "pruned"
@@ -162,13 +171,13 @@ def _claim(
     try:
         config = space.suggest(trial)
     except ConfigError as exc:
-        trial.set_user_attr("fail_reason", f"invalid combination: {exc}")
+        trial.set_user_attr(FAIL_REASON, f"invalid combination: {exc}")
         study.tell(trial, state=TrialState.PRUNED)
         return _Pick(outcome="invalid")
     if config.key in running:  # another worker is evaluating it right now
-        trial.set_user_attr("duplicate_of", running[config.key])
+        trial.set_user_attr(DUPLICATE_OF, running[config.key])
         trial.set_user_attr("config_key", config.key)
-        trial.set_user_attr("fail_reason", f"being evaluated by trial {running[config.key]}")
+        trial.set_user_attr(FAIL_REASON, f"being evaluated by trial {running[config.key]}")
         study.tell(trial, state=TrialState.PRUNED)
         return _Pick(outcome="duplicate")
     _mark_claimed(trial, config)
@@ -213,7 +222,7 @@ def _evaluate_claimed(
             return evaluate_into(study, trial, config, evaluator, known)
     except BaseException:
         with contextlib.suppress(Exception):
-            study.tell(trial, state=TrialState.FAIL)
+            mark_interrupted(study, trial._trial_id)
         raise
 
 
@@ -267,7 +276,6 @@ def run_search(
         outcome = pick.outcome  # "duplicate": settled while claiming
         if pick.trial is not None:
             outcome = _evaluate_claimed(study, pick.trial, pick.config, evaluator, known)
-            summary.trial_numbers.append(pick.trial.number)
         if outcome == "duplicate":
             summary.duplicates += 1
             duplicates_in_a_row += 1
@@ -306,7 +314,7 @@ def evaluate_references(
         with lock():
             recover_stale(study)
             taken = {
-                t.user_attrs.get("reference")
+                t.user_attrs.get(REFERENCE)
                 for t in study.get_trials(deepcopy=False)
                 if not is_interrupted(t)
             }
@@ -314,7 +322,7 @@ def evaluate_references(
                 continue
             known = _known(study)
             trial = study.ask()
-            trial.set_user_attr("reference", label)
+            trial.set_user_attr(REFERENCE, label)
             _mark_claimed(trial, config)
         outcome = _evaluate_claimed(study, trial, config, evaluator, known)
         if on_trial:

@@ -14,8 +14,8 @@ import optuna
 from optuna.trial import TrialState
 
 from search.config import QuantConfig
-from search.liveness import is_interrupted
 from search.space import SearchSpace
+from search.trial_kind import ANSWERS, TrialKind, trial_kind
 
 # Returned by `Strategy.propose` when Optuna's sampler should choose the next config.
 SAMPLE = "sample"
@@ -39,16 +39,24 @@ class Record:
     state: TrialState
     values: tuple[float, float] | None
     attrs: dict[str, Any]
+    kind: TrialKind
+
+    @property
+    def answers(self) -> bool:
+        """Whether this trial settles its config (see `search.trial_kind`)."""
+        return self.kind in ANSWERS
 
 
 def records(study: optuna.Study, states=FINISHED) -> list[Record]:
+    """Finished trials with a config, interrupted ones left out."""
     out = []
     for t in study.get_trials(deepcopy=False, states=states):
         key = t.user_attrs.get("config_key")
-        if key is None or is_interrupted(t):
+        kind = trial_kind(t)
+        if key is None or kind == TrialKind.INTERRUPTED:
             continue
         values = tuple(t.values) if t.state == TrialState.COMPLETE and t.values else None
-        out.append(Record(t.number, key, t.state, values, dict(t.user_attrs)))
+        out.append(Record(t.number, key, t.state, values, dict(t.user_attrs), kind))
     return out
 
 

@@ -78,11 +78,7 @@ class BeamSearch(Strategy):
     def next_round(self, study: optuna.Study, space: SearchSpace) -> Round:
         done: dict[str, Record] = {}
         for record in records(study):
-            # A same-graph copy answers its own config; a plain duplicate repeats one.
-            if (
-                record.attrs.get("duplicate_of") is None
-                or record.attrs.get("same_graph_as") is not None
-            ):
+            if record.answers:  # a same-graph copy answers its own config; a duplicate repeats
                 done.setdefault(record.key, record)
         fp32 = study.user_attrs.get("fp32_accuracy")
         if fp32 is None:
