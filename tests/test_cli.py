@@ -8,6 +8,7 @@ from search.cli import app
 from search.results import pareto_rows
 from search.runner import evaluated_count
 from search.strategies.base import records
+from search.trial_kind import EVALUATIONS
 
 runner = CliRunner()
 FAST = ["--timing-seconds", "0.2", "--no-presets"]
@@ -74,7 +75,7 @@ def test_beam_run_writes_study_and_report_and_resumes(workdir, tiny_task_dir):
     more = invoke(*args(4))
     assert more.exit_code == 0, more.output
     study = load(workdir, name)
-    keys = [r.key for r in records(study) if r.attrs.get("duplicate_of") is None]
+    keys = [r.key for r in records(study) if r.kind in EVALUATIONS]
     assert evaluated_count(study) == 4 and len(keys) == len(set(keys))
 
     shown = invoke("show", "--study", name)
