@@ -27,6 +27,7 @@ FILES = {
     "no_text.csv": "review,label\ngreat film,1\nawful,0\n",
     "data.xlsx": "not a spreadsheet",
     "study_typo.toml": "[search]\nbeam = 2\nbudget = 10\n",
+    "empty.toml": "",
 }
 
 
@@ -43,6 +44,7 @@ CASES = [
     Case("space value not allowed", ("run", "--space", "bad_value.toml")),
     Case("space file that does not exist", ("run", "--space", "nope.toml")),
     Case("impossible combination in a space", ("run", "--space", "impossible.toml")),
+    Case("empty space file", ("run", "--space", "empty.toml")),
     Case(
         "operator the model does not have",
         ("run", "--space", "typo_operator.toml", "--task-dir", "{task}"),
@@ -79,6 +81,7 @@ CASES = [
     Case("report of a study that never ran", ("report", "--study", "never-ran")),
     Case("export of a study that never ran", ("export", "--study", "never-ran", "--best")),
     Case("spaces validate on a broken file", ("spaces", "validate", "bad_value.toml")),
+    Case("spaces validate on an empty file", ("spaces", "validate", "empty.toml")),
 ]
 
 

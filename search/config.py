@@ -3,14 +3,16 @@
 Canonical means that two configs that produce the same quantized model compare equal: values
 a mode ignores are reset (dynamic quantization has no calibration and always quantizes
 activations to uint8) and operators that the mode has no quantized kernel for are dropped.
-Equal configs share one `key`, so a search never evaluates the same model twice.
+Equal configs share one `key`, so a search never evaluates the same model twice. A combination
+that Optimum and onnxruntime refuse (static S8U8) is refused here, before any trial.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from search.errors import ConfigError
@@ -40,12 +42,14 @@ KNOWN_FUSIONS = (
 )
 
 
+@functools.cache
 def _registry(name: str) -> frozenset[str]:
     from onnxruntime.quantization import registry
 
     return frozenset(getattr(registry, name))
 
 
+@functools.cache
 def quantizable_operators(mode: str, format: str = "QOperator") -> frozenset[str]:
     """Operator types that have a quantized kernel in `mode` (and `format` for static mode).
 
@@ -60,9 +64,26 @@ def quantizable_operators(mode: str, format: str = "QOperator") -> frozenset[str
     return _registry("QLinearOpsRegistry")
 
 
+@functools.cache
 def all_quantizable_operators() -> frozenset[str]:
     """Every operator type any mode can quantize: what a space may name at all."""
     return quantizable_operators("dynamic") | quantizable_operators("static", "QDQ")
+
+
+def unsupported_types(mode: str, activations_dtype: str, weights_dtype: str) -> str | None:
+    """Why onnxruntime cannot quantize with these types, or None if it can.
+
+    Static quantization with int8 activations and uint8 weights (S8U8) is the one combination
+    of `DTYPES` that Optimum's `QuantizationConfig` (`ensure_valid_data_type_or_raise`) and
+    onnxruntime's `quantize_static` (`check_static_quant_arguments`) both refuse. (Dynamic
+    quantization's activations are always uint8, so it has none.)
+    """
+    if mode == "static" and activations_dtype == "int8" and weights_dtype == "uint8":
+        return (
+            "`weights_dtype` must be 'int8' when static quantization has int8 activations "
+            "(onnxruntime has no S8U8 static quantization), but got 'uint8'"
+        )
+    return None
 
 
 def _choice(name: str, value: Any, allowed: tuple) -> None:
@@ -114,6 +135,9 @@ class QuantConfig:
             set_(self, "activations_symmetric", False)
             set_(self, "calibration", None)
         else:
+            refused = unsupported_types(self.mode, self.activations_dtype, self.weights_dtype)
+            if refused:
+                raise ConfigError(refused)
             if self.calibration is None:
                 set_(self, "calibration", "minmax")
             _choice("calibration", self.calibration, CALIBRATION_METHODS)
@@ -149,7 +173,9 @@ class QuantConfig:
     # --- identity -------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
+        # Every field is a scalar or a tuple of strings: no deep copy (`asdict`) is needed, and
+        # enumerating the default space hashes ~200,000 configs.
+        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
         for name in ("operators", "excluded_nodes", "disabled_fusions"):
             data[name] = list(data[name])
         return data
@@ -175,14 +201,6 @@ class QuantConfig:
     def key(self) -> str:
         """Content hash of the canonical config: equal keys mean the same model and options."""
         return hashlib.sha1(self.to_json().encode()).hexdigest()[:16]
-
-    @property
-    def quantization_key(self) -> str:
-        """Hash of what changes the quantized file (session options excluded)."""
-        data = self.to_dict()
-        data.pop("graph_optimization")
-        data.pop("disabled_fusions")
-        return hashlib.sha1(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def replace(self, **changes: Any) -> QuantConfig:
         return QuantConfig.from_dict({**self.to_dict(), **changes})

@@ -223,7 +223,6 @@ class SearchSpace:
     def enumerate(self) -> Iterator[QuantConfig]:
         """Every distinct valid config (for grid search and tabular benchmarks)."""
         operators = self._require_operators()
-        names = [name for name, _ in self.values]
         seen: set[str] = set()
         op_sets = [
             c for r in range(1, len(operators) + 1) for c in itertools.combinations(operators, r)
@@ -233,16 +232,34 @@ class SearchSpace:
             for r in range(len(self.disable_fusions) + 1)
             for c in itertools.combinations(self.disable_fusions, r)
         ]
-        for combo in itertools.product(*(choices for _, choices in self.values)):
-            values = dict(zip(names, combo, strict=True))
+        # The product of the choices over the dimensions that apply only (a dynamic config has
+        # no calibration): the same configs in the same order as the whole product, deduplicated,
+        # for a third of the work on the default space.
+        for values in _combinations(self.values, {}):
             for ops in op_sets:
                 for fusions in fusion_sets:
                     for config in _valid(
                         lambda v=values, o=ops, f=fusions: self.make_config(v, o, f)
                     ):
-                        if config.key not in seen:
-                            seen.add(config.key)
+                        key = config.key
+                        if key not in seen:
+                            seen.add(key)
                             yield config
+
+
+def _combinations(
+    dimensions: Sequence[tuple[str, tuple]], values: dict[str, Any]
+) -> Iterator[dict[str, Any]]:
+    """`values` extended by each choice of every dimension that applies to it; a dimension
+    that does not apply keeps its first value (the config ignores it)."""
+    if not dimensions:
+        yield dict(values)
+        return
+    (name, choices), rest = dimensions[0], dimensions[1:]
+    for value in choices if applies(name, values) else choices[:1]:
+        values[name] = value
+        yield from _combinations(rest, values)
+    del values[name]
 
 
 def _valid(make) -> Iterator[QuantConfig]:

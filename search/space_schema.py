@@ -20,6 +20,7 @@ from search.config import (
     MODES,
     all_quantizable_operators,
     quantizable_operators,
+    unsupported_types,
 )
 from search.errors import SpaceError
 
@@ -108,6 +109,14 @@ def validate_space(data: dict[str, Any], source: str) -> dict[str, Any]:
     for key in data:
         if key not in allowed_top:
             raise fail(key, f"is not a known key; allowed: {', '.join(sorted(allowed_top))}")
+    if all(data.get(section) in (None, {}) for section in SCHEMA):
+        # An empty file (or one with a name only) would search every default: the wrong file.
+        tables = [f"[{section}] ({', '.join(keys)})" for section, keys in SCHEMA.items()]
+        raise SpaceError(
+            f"{source}: a space must declare at least one dimension, a key in "
+            f"{', '.join(tables[:-1])} or {tables[-1]}, "
+            f"but it declares none (`qsearch spaces list` shows the shipped spaces)"
+        )
     name = data.get("name", Path(source).stem if source != "<space>" else "space")
     if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
         raise fail("name", f"must be a name of letters, digits, - and _, but got {name!r}")
@@ -190,6 +199,23 @@ def _check_combinations(
     for pct in choices["percentile"]:
         if not 90.0 < float(pct) < 100.0:
             raise fail("calibration.percentile", f"must be between 90 and 100, but got {pct}")
+    # onnxruntime has no static S8U8 quantization: the space skips such configs, but its first
+    # values (the default config, where the beam starts) must not be one, nor every static one.
+    acts, weights = choices["activations_dtype"], choices["weights_dtype"]
+    if unsupported_types(modes[0], acts[0], weights[0]):
+        raise fail(
+            "quantization.weights_dtype",
+            f'must start with "int8" when the first mode is "static" and the first '
+            f'activations_dtype "int8" (the first values make the default config, and '
+            f"onnxruntime has no static S8U8 quantization), but got {list(weights)}",
+        )
+    if "static" in modes and all(unsupported_types("static", a, w) for a in acts for w in weights):
+        raise fail(
+            "quantization.weights_dtype",
+            f'must include "int8" when mode includes "static" and activations_dtype is '
+            f"{list(acts)} (onnxruntime has no static S8U8 quantization), but got "
+            f"{list(weights)}",
+        )
     if modes == ("dynamic",):
         for key, allowed in (("format", "QOperator"), ("activations_dtype", "uint8")):
             if allowed not in choices[key]:

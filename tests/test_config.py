@@ -1,3 +1,4 @@
+import itertools
 import json
 
 import pytest
@@ -37,12 +38,41 @@ def test_operators_without_a_kernel_in_the_mode_are_dropped():
         ({"mode": "static", "calibration": "percentile", "percentile": 50.0}, "between 90"),
         ({"per_channel": "yes"}, "`per_channel` must be true or false"),
         ({"disabled_fusions": ("NoSuchFusion",)}, "`disabled_fusions` must be one of"),
+        (
+            {"mode": "static", "activations_dtype": "int8", "weights_dtype": "uint8"},
+            "`weights_dtype` must be 'int8' when static quantization has int8 activations",
+        ),
     ],
 )
 def test_invalid_values_are_refused_naming_the_field(changes, fragment):
     with pytest.raises(ConfigError, match=None) as info:
         QuantConfig(**{"operators": ("MatMul",), **changes})
     assert fragment in str(info.value)
+
+
+def test_every_type_combination_that_is_not_refused_converts_to_optimum():
+    """Optimum's QuantizationConfig refuses static S8U8 (and dynamic int8 activations, which
+    dynamic mode resets to uint8): QuantConfig refuses exactly what Optimum would."""
+    from onnxruntime.quantization import QuantFormat, QuantType
+    from optimum.onnxruntime.configuration import QuantizationConfig
+
+    for mode, fmt, acts, weights in itertools.product(
+        ("dynamic", "static"), ("QOperator", "QDQ"), ("uint8", "int8"), ("uint8", "int8")
+    ):
+        values = dict(mode=mode, format=fmt, activations_dtype=acts, weights_dtype=weights)
+        try:
+            config = QuantConfig(operators=("MatMul",), **values)
+        except ConfigError:
+            assert (mode, acts, weights) == ("static", "int8", "uint8")
+            with pytest.raises(ValueError, match="QuantType.QInt8 with weights_dtype"):
+                QuantizationConfig(
+                    is_static=True,
+                    format=QuantFormat.QDQ if fmt == "QDQ" else QuantFormat.QOperator,
+                    activations_dtype=QuantType.QInt8,
+                    weights_dtype=QuantType.QUInt8,
+                )
+        else:
+            assert config.to_optimum().is_static == (mode == "static")
 
 
 def test_json_round_trip():

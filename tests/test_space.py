@@ -1,7 +1,9 @@
 import optuna
 import pytest
+from typer.testing import CliRunner
 
-from search.errors import SpaceError
+from search.cli import app
+from search.errors import ConfigError, SpaceError
 from search.space import SearchSpace, load_space, shipped_spaces
 
 MODEL_OPS = [
@@ -81,6 +83,19 @@ def test_operators_space_is_the_seed_space():
             ["which no mode of this space quantizes"],
         ),
         ("[session]\ndisable_fusions = ['SkipLayerNorm']\n", ["SkipLayerNormFusion"]),
+        ("", ["must declare at least one dimension", "[quantization] (mode,", "[session]"]),
+        ("name = 'x'\ndescription = 'y'\n", ["must declare at least one dimension"]),
+        ("[quantization]\n[session]\n", ["must declare at least one dimension"]),
+        (
+            "[quantization]\nmode = ['static']\nactivations_dtype = ['int8', 'uint8']\n"
+            "weights_dtype = ['uint8', 'int8']\n",
+            ['`quantization.weights_dtype` must start with "int8"', "S8U8"],
+        ),
+        (
+            "[quantization]\nmode = ['dynamic', 'static']\nactivations_dtype = ['int8']\n"
+            "weights_dtype = ['uint8']\n",
+            ['`quantization.weights_dtype` must include "int8"', "S8U8"],
+        ),
     ],
 )
 def test_bad_spaces_are_refused_with_file_key_and_allowed_values(text, fragments):
@@ -114,7 +129,7 @@ def test_suggest_and_params_round_trip_through_optuna():
         trial = study.ask()
         try:
             config = space.suggest(trial)
-        except Exception:  # noqa: BLE001 - an empty operator set is refused
+        except ConfigError:  # an empty operator set, or static S8U8, is refused
             study.tell(trial, state=optuna.trial.TrialState.PRUNED)
             continue
         assert space.contains(config)
@@ -135,3 +150,27 @@ def test_neighbours_differ_by_one_step_and_stay_in_the_space():
     assert any(n.operators == ("Gather", "MatMul") for n in neighbours)
     assert any(n.mode == "static" for n in neighbours)
     assert any(n.disabled_fusions == ("SkipLayerNormFusion",) for n in neighbours)
+
+
+def test_static_s8u8_is_left_out_of_a_space_that_lists_both_types():
+    space = load_space("static").resolve(MODEL_OPS)
+    configs = list(space.enumerate())
+    assert not any(c.activations_dtype == "int8" and c.weights_dtype == "uint8" for c in configs)
+    assert any(c.activations_dtype == "int8" for c in configs)  # S8S8 stays
+    assert any(c.weights_dtype == "uint8" for c in configs)  # U8U8 stays
+    start = space.default_config(["MatMul"]).replace(activations_dtype="int8")
+    assert all(n.weights_dtype == "int8" for n in space.neighbours(start))
+
+
+@pytest.mark.parametrize(
+    "args", [["spaces", "validate", "empty.toml"], ["run", "--space", "empty.toml"]]
+)
+def test_an_empty_space_file_is_refused_by_every_command(args, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty.toml").write_text("")
+    # a task folder that does not exist: were the space accepted, `run` would stop there
+    result = CliRunner().invoke(app, [*args, "--task-dir", "missing"] if args[0] == "run" else args)
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("error: empty.toml: a space must declare at least one")
+    assert "[quantization]" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "studies").exists()

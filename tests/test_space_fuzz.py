@@ -1,4 +1,5 @@
-"""Property: the space parser returns a valid space or raises SpaceError, nothing else."""
+"""Property: the space parser returns a valid space or raises SpaceError, nothing else, and
+the configs of a valid space are ones Optimum accepts."""
 
 import itertools
 import tomllib
@@ -67,6 +68,7 @@ def test_parser_returns_a_space_or_raises_space_error(data):
         return
     for config in itertools.islice(bound.enumerate(), 20):
         assert bound.contains(config)
+        config.to_optimum()  # a config Optimum refuses is refused by QuantConfig instead
 
 
 @settings(max_examples=200, deadline=None)
