@@ -16,12 +16,21 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from search.errors import ConfigError
+from search.structure import Structure, is_selector, selector_help
 
 MODES = ("dynamic", "static")
 FORMATS = ("QOperator", "QDQ")
 DTYPES = ("uint8", "int8")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 GRAPH_OPTIMIZATION_LEVELS = ("all", "extended", "basic", "disabled")
+# Which MatMul/Gemm nodes the quantizer may take: `all`, or only `weights` (a constant second
+# input; onnxruntime's `MatMulConstBOnly`), leaving the attention products (activation x
+# activation) in fp32, so Q, K and V share one DynamicQuantizeLinear per layer.
+MATMUL_SCOPES = ("all", "weights")
+# Fields added after studies were recorded: left out of `to_dict` (and so of `key`) at their
+# default, so a config recorded before they existed keeps its key and a study resumes.
+OPTIONAL_FIELDS = {"matmul_scope": "all", "fp32_groups": ()}
+LIST_FIELDS = ("operators", "excluded_nodes", "fp32_groups", "disabled_fusions")
 # onnxruntime graph transformers a search may switch off when the quantized model is run.
 # Names as onnxruntime registers them (`optimization.disable_specified_optimizers`).
 KNOWN_FUSIONS = (
@@ -115,6 +124,10 @@ class QuantConfig:
     excluded_nodes: tuple[str, ...] = ()
     graph_optimization: str = "all"
     disabled_fusions: tuple[str, ...] = field(default=())
+    matmul_scope: str = "all"
+    # Parts of the model kept fp32, as `search.structure` selectors ("head", "layer5.ffn_down"):
+    # resolved to node names against the model when it is quantized.
+    fp32_groups: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         _choice("mode", self.mode, MODES)
@@ -126,6 +139,10 @@ class QuantConfig:
             _bool(name, getattr(self, name))
         for fusion in self.disabled_fusions:
             _choice("disabled_fusions", fusion, KNOWN_FUSIONS)
+        _choice("matmul_scope", self.matmul_scope, MATMUL_SCOPES)
+        for group in self.fp32_groups:
+            if not isinstance(group, str) or not is_selector(group):
+                raise ConfigError(f"`fp32_groups` must hold {selector_help()}, but got {group!r}")
         set_ = object.__setattr__
         if self.mode == "dynamic":
             # onnxruntime's dynamic quantization has one form: QOperator with uint8 activations
@@ -167,6 +184,9 @@ class QuantConfig:
                 f"({', '.join(sorted(usable))}), but got {list(self.operators)}"
             )
         set_(self, "operators", operators)
+        if not {"MatMul", "Gemm"} & set(operators):
+            set_(self, "matmul_scope", "all")  # no MatMul is quantized: the scope changes nothing
+        set_(self, "fp32_groups", tuple(sorted(set(self.fp32_groups))))
         set_(self, "excluded_nodes", tuple(sorted(set(self.excluded_nodes))))
         set_(self, "disabled_fusions", tuple(sorted(set(self.disabled_fusions))))
 
@@ -175,10 +195,18 @@ class QuantConfig:
     def to_dict(self) -> dict[str, Any]:
         # Every field is a scalar or a tuple of strings: no deep copy (`asdict`) is needed, and
         # enumerating the default space hashes ~200,000 configs.
-        data = {name: getattr(self, name) for name in self.__dataclass_fields__}
-        for name in ("operators", "excluded_nodes", "disabled_fusions"):
-            data[name] = list(data[name])
+        data = self.values()
+        for name, default in OPTIONAL_FIELDS.items():
+            if data[name] == default:
+                del data[name]
+        for name in LIST_FIELDS:
+            if name in data:
+                data[name] = list(data[name])
         return data
+
+    def values(self) -> dict[str, Any]:
+        """Every field with its value (`to_dict` leaves the optional ones out at default)."""
+        return {name: getattr(self, name) for name in self.__dataclass_fields__}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> QuantConfig:
@@ -189,7 +217,7 @@ class QuantConfig:
                 f"config keys must be among {', '.join(sorted(known))}, but got {unknown}"
             )
         values = dict(data)
-        for name in ("operators", "excluded_nodes", "disabled_fusions"):
+        for name in LIST_FIELDS:
             if name in values:
                 values[name] = tuple(values[name])
         return cls(**values)
@@ -227,6 +255,10 @@ class QuantConfig:
         elif self.calibration:
             parts.append(self.calibration)
         text = " ".join(parts) + "; ops " + "+".join(self.operators)
+        if self.matmul_scope == "weights":
+            text += " (weight MatMuls only)"
+        if self.fp32_groups:
+            text += "; fp32: " + ", ".join(self.fp32_groups)
         if self.excluded_nodes:
             text += f"; {len(self.excluded_nodes)} nodes kept fp32"
         if self.graph_optimization != "all":
@@ -237,8 +269,30 @@ class QuantConfig:
 
     # --- libraries ------------------------------------------------------------------------
 
-    def to_optimum(self):  # -> optimum.onnxruntime.configuration.QuantizationConfig
-        """Optimum's QuantizationConfig for this config: `ORTQuantizer.quantize` reproduces it."""
+    def nodes_to_exclude(self, structure: Structure | None = None) -> list[str]:
+        """The node names kept fp32: the listed nodes, plus, found in the model's
+        `structure`, the attention products (`matmul_scope = "weights"`) and the nodes of the
+        `fp32_groups`."""
+        nodes = set(self.excluded_nodes)
+        if self.matmul_scope == "weights" or self.fp32_groups:
+            if structure is None:
+                raise ConfigError(
+                    "a config with `matmul_scope` 'weights' or `fp32_groups` must be resolved "
+                    "against its model's structure (search.structure.model_structure), but "
+                    "none was given"
+                )
+            if self.matmul_scope == "weights":
+                nodes.update(structure.activation_matmuls)
+            try:
+                nodes.update(structure.resolve(self.fp32_groups))
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        return sorted(nodes)
+
+    def to_optimum(self, structure: Structure | None = None):  # -> QuantizationConfig
+        """Optimum's QuantizationConfig for this config: `ORTQuantizer.quantize` reproduces
+        it. Node scopes and fp32 groups become `nodes_to_exclude`, so an exported
+        `ORTConfig` records the very nodes the trial kept fp32."""
         from onnxruntime.quantization import QuantFormat, QuantizationMode, QuantType
         from optimum.onnxruntime.configuration import QuantizationConfig
 
@@ -255,7 +309,7 @@ class QuantConfig:
             weights_symmetric=self.weights_symmetric,
             per_channel=self.per_channel,
             reduce_range=self.reduce_range,
-            nodes_to_exclude=list(self.excluded_nodes),
+            nodes_to_exclude=self.nodes_to_exclude(structure),
             operators_to_quantize=list(self.operators),
         )
 

@@ -23,6 +23,7 @@ from search.errors import QsearchError
 from search.measure import make_session
 from search.quantize import quantize
 from search.ranking import within_drop
+from search.structure import model_structure
 from search.tasks.base import TextClassificationTask
 from search.trial_kind import is_measured, source_number, why
 from search.worker import describe_worker
@@ -158,7 +159,8 @@ def export_trial(
         if source_config.exists():
             shutil.copy(source_config, work / "config.json")
         task.tokenizer.save_pretrained(work)
-        ORTConfig(quantization=config.to_optimum()).save_pretrained(work)
+        structure = model_structure(task.model_path)
+        ORTConfig(quantization=config.to_optimum(structure)).save_pretrained(work)
         session = {
             "graph_optimization": config.graph_optimization,
             "disabled_fusions": list(config.disabled_fusions),

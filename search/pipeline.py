@@ -27,6 +27,7 @@ from search.runner import RunSummary, evaluate_references, evaluated_count, run_
 from search.space import SearchSpace, load_space
 from search.strategies import make_strategy
 from search.strategies.base import Strategy
+from search.structure import model_structure
 from search.study import check_storage_url, check_study_name, default_storage, open_study
 from search.tasks.base import TextClassificationTask
 from search.tasks.custom import DataSettings, build_task
@@ -218,7 +219,7 @@ class Search:
         if before_task:
             before_task()
         task = load_task(settings, task_progress)
-        space = space.resolve(task.operators)
+        space = space.resolve(task.operators, structure=model_structure(task.model_path))
         name = check_study_name(settings.study or f"{task.name}-{space.name}-{strategy.name}")
         study = open_study(
             name,

@@ -1,7 +1,8 @@
 """QuantConfig + fp32 model (+ calibration ranges) -> a quantized ONNX file, through Optimum.
 
 Optimum's `ORTQuantizer` expresses every dimension of `QuantConfig` but the session options,
-which are applied when the model is run (see `QuantConfig.session_options`).
+which are applied when the model is run (see `QuantConfig.session_options`); node scopes and
+fp32 groups are resolved against the model's structure into `nodes_to_exclude`.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import shutil
 from pathlib import Path
 
 from search.config import QuantConfig
+from search.structure import model_structure
 
 
 def quiet_libraries() -> None:
@@ -48,7 +50,7 @@ def quantize(config: QuantConfig, fp32_model: Path, out_dir: Path, ranges=None) 
             link.symlink_to(fp32_model)
         quantizer = ORTQuantizer.from_pretrained(source, file_name=fp32_model.name)
         quantizer.quantize(
-            quantization_config=config.to_optimum(),
+            quantization_config=config.to_optimum(model_structure(fp32_model)),
             save_dir=out_dir,
             calibration_tensors_range=ranges if config.mode == "static" else None,
         )

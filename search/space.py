@@ -18,6 +18,7 @@ from typing import Any
 from search.config import QuantConfig
 from search.errors import ConfigError, SpaceError
 from search.space_schema import parse_toml, read_space_text, usable_operators, validate_space
+from search.structure import Structure
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
 # Operators that only move or select data: quantizing one of them alone changes little (they
@@ -64,6 +65,7 @@ class SearchSpace:
     operators_rule: str  # "list", "auto" (compute operators of the model) or "all"
     disable_fusions: tuple[str, ...]
     excluded_nodes: tuple[str, ...]
+    fallback_groups: tuple[str, ...] = ()  # parts that may stay fp32: one yes/no each
 
     # --- construction ---------------------------------------------------------------------
 
@@ -94,20 +96,23 @@ class SearchSpace:
     @property
     def digest(self) -> str:
         """Hash of the space's content, stored with the study to detect a changed space."""
-        body = repr(
-            (
-                self.values,
-                self.operators_rule,
-                self.operators,
-                self.disable_fusions,
-                self.excluded_nodes,
-            )
-        )
+        # Dimensions added later are left out at their implicit default, so the digest of a
+        # space recorded before they existed is unchanged and its study resumes.
+        values = tuple(v for v in self.values if v != ("matmul_scope", ("all",)))
+        body = (values, self.operators_rule, self.operators, self.disable_fusions)
+        body += (self.excluded_nodes,) + ((self.fallback_groups,) if self.fallback_groups else ())
+        body = repr(body)
         return hashlib.sha1(body.encode()).hexdigest()[:16]
 
-    def resolve(self, model_operators: Sequence[str], source: str | None = None) -> SearchSpace:
+    def resolve(
+        self,
+        model_operators: Sequence[str],
+        source: str | None = None,
+        structure: Structure | None = None,
+    ) -> SearchSpace:
         """Bind the space to a model: `auto` becomes the model's quantizable operators, and an
-        operator the model does not contain is an error (a typo or the wrong model)."""
+        operator the model does not contain, or an fp32 group naming none of its parts (given
+        its `structure`), is an error (a typo or the wrong model)."""
         present = set(model_operators)
         usable = self.usable_operators()
         quantizable = sorted(present & usable)
@@ -130,6 +135,12 @@ class SearchSpace:
                 f"{list(self.choices('mode'))} can quantize ({', '.join(sorted(usable))}), "
                 f"but its operator types are {sorted(present)}"
             )
+        for group in self.fallback_groups if structure is not None else ():
+            if not structure.selected_groups(group):
+                raise SpaceError(
+                    f"{where}: `fallback.groups` must name parts of the model "
+                    f"({structure.describe()}), but {group!r} names none"
+                )
         return _replace(self, operators=operators)
 
     def default_config(self, operators: Sequence[str]) -> QuantConfig:
@@ -138,12 +149,17 @@ class SearchSpace:
         return self.make_config(values, operators, ())
 
     def make_config(
-        self, values: dict[str, Any], operators: Sequence[str], disabled: Sequence[str]
+        self,
+        values: dict[str, Any],
+        operators: Sequence[str],
+        disabled: Sequence[str],
+        groups: Sequence[str] = (),
     ) -> QuantConfig:
         return QuantConfig(
             operators=tuple(operators),
             excluded_nodes=self.excluded_nodes,
             disabled_fusions=tuple(disabled),
+            fp32_groups=tuple(groups),
             **values,
         )
 
@@ -171,12 +187,15 @@ class SearchSpace:
             for f in self.disable_fusions
             if trial.suggest_categorical(f"disable.{f}", [False, True])
         ]
-        return self.make_config(values, operators, disabled)
+        groups = [
+            g for g in self.fallback_groups if trial.suggest_categorical(f"fp32.{g}", [False, True])
+        ]
+        return self.make_config(values, operators, disabled, groups)
 
     def params(self, config: QuantConfig) -> dict[str, Any]:
         """The Optuna parameters `suggest` would produce for `config` (to enqueue it)."""
         out: dict[str, Any] = {}
-        data = config.to_dict()
+        data = config.values()
         for name, _choices in self.values:
             if applies(name, data):
                 out[name] = data[name]
@@ -184,16 +203,20 @@ class SearchSpace:
             out[f"op.{op}"] = op in config.operators
         for fusion in self.disable_fusions:
             out[f"disable.{fusion}"] = fusion in config.disabled_fusions
+        for group in self.fallback_groups:
+            out[f"fp32.{group}"] = group in config.fp32_groups
         return out
 
     def contains(self, config: QuantConfig) -> bool:
-        data = config.to_dict()
+        data = config.values()
         for name, choices in self.values:
             if applies(name, data) and data[name] not in choices:
                 return False
-        return set(config.operators) <= set(self._require_operators()) and set(
-            config.disabled_fusions
-        ) <= set(self.disable_fusions)
+        return (
+            set(config.operators) <= set(self._require_operators())
+            and set(config.disabled_fusions) <= set(self.disable_fusions)
+            and set(config.fp32_groups) <= set(self.fallback_groups)
+        )
 
     def neighbours(self, config: QuantConfig) -> Iterator[QuantConfig]:
         """Configs one step away: one more operator, or one other dimension changed.
@@ -209,7 +232,7 @@ class SearchSpace:
         for op in self._require_operators():
             if op not in config.operators:
                 yield from _valid(lambda op=op: config.replace(operators=[*config.operators, op]))
-        data = config.to_dict()
+        data = config.values()
         for name, choices in self.values:
             if not applies(name, data):
                 continue
@@ -219,6 +242,9 @@ class SearchSpace:
         for fusion in self.disable_fusions:
             flipped = set(config.disabled_fusions) ^ {fusion}
             yield from _valid(lambda f=flipped: config.replace(disabled_fusions=sorted(f)))
+        for group in self.fallback_groups:  # one more part kept fp32, or one fewer
+            flipped = set(config.fp32_groups) ^ {group}
+            yield from _valid(lambda g=flipped: config.replace(fp32_groups=sorted(g)))
 
     def enumerate(self) -> Iterator[QuantConfig]:
         """Every distinct valid config (for grid search and tabular benchmarks)."""
@@ -227,24 +253,24 @@ class SearchSpace:
         op_sets = [
             c for r in range(1, len(operators) + 1) for c in itertools.combinations(operators, r)
         ]
-        fusion_sets = [
-            c
-            for r in range(len(self.disable_fusions) + 1)
-            for c in itertools.combinations(self.disable_fusions, r)
-        ]
+        fusion_sets = _subsets(self.disable_fusions)
+        group_sets = _subsets(self.fallback_groups)
         # The product of the choices over the dimensions that apply only (a dynamic config has
         # no calibration): the same configs in the same order as the whole product, deduplicated,
         # for a third of the work on the default space.
         for values in _combinations(self.values, {}):
-            for ops in op_sets:
-                for fusions in fusion_sets:
-                    for config in _valid(
-                        lambda v=values, o=ops, f=fusions: self.make_config(v, o, f)
-                    ):
-                        key = config.key
-                        if key not in seen:
-                            seen.add(key)
-                            yield config
+            for ops, fusions, groups in itertools.product(op_sets, fusion_sets, group_sets):
+                for config in _valid(
+                    lambda v=values, o=ops, f=fusions, g=groups: self.make_config(v, o, f, g)
+                ):
+                    key = config.key
+                    if key not in seen:
+                        seen.add(key)
+                        yield config
+
+
+def _subsets(items: Sequence[str]) -> list[tuple[str, ...]]:
+    return [c for r in range(len(items) + 1) for c in itertools.combinations(items, r)]
 
 
 def _combinations(

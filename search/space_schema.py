@@ -17,12 +17,14 @@ from search.config import (
     FORMATS,
     GRAPH_OPTIMIZATION_LEVELS,
     KNOWN_FUSIONS,
+    MATMUL_SCOPES,
     MODES,
     all_quantizable_operators,
     quantizable_operators,
     unsupported_types,
 )
 from search.errors import SpaceError
+from search.structure import is_selector, selector_help
 
 # section -> key -> (allowed values or None for free numbers, expected python type)
 SCHEMA: dict[str, dict[str, tuple[tuple | None, type]]] = {
@@ -37,6 +39,7 @@ SCHEMA: dict[str, dict[str, tuple[tuple | None, type]]] = {
         "activations_symmetric": ((False, True), bool),
         "weights_symmetric": ((False, True), bool),
         "excluded_nodes": (None, str),
+        "matmul_scope": (MATMUL_SCOPES, str),
     },
     "calibration": {
         "method": (CALIBRATION_METHODS, str),
@@ -45,6 +48,12 @@ SCHEMA: dict[str, dict[str, tuple[tuple | None, type]]] = {
     "session": {
         "graph_optimization": (GRAPH_OPTIMIZATION_LEVELS, str),
         "disable_fusions": (KNOWN_FUSIONS, str),
+    },
+    # Parts of the model that may stay fp32 (`search.structure` selectors), each a yes/no
+    # dimension: the fallback Neural Compressor and NNCF apply after a failed accuracy check,
+    # searched here like any other dimension.
+    "fallback": {
+        "groups": (None, str),
     },
 }
 TOP_LEVEL = ("name", "description")
@@ -62,6 +71,7 @@ DIMENSIONS = {
     ("calibration", "method"): "calibration",
     ("calibration", "percentile"): "percentile",
     ("session", "graph_optimization"): "graph_optimization",
+    ("quantization", "matmul_scope"): "matmul_scope",
 }
 DEFAULTS = {
     "mode": ("dynamic",),
@@ -75,6 +85,7 @@ DEFAULTS = {
     "calibration": ("minmax",),
     "percentile": (99.999,),
     "graph_optimization": ("all",),
+    "matmul_scope": ("all",),
 }
 # Dimensions that exist only for static quantization: not suggested for dynamic trials.
 
@@ -138,7 +149,7 @@ def validate_space(data: dict[str, Any], source: str) -> dict[str, Any]:
             if key == "operators" and value in ("auto", "all"):
                 lists[full] = value
                 continue
-            if not items and key not in ("disable_fusions", "excluded_nodes"):
+            if not items and key not in ("disable_fusions", "excluded_nodes", "groups"):
                 raise fail(full, "must list at least one value, but the list is empty")
             for item in items:
                 ok = isinstance(item, kind) and not (kind is not bool and isinstance(item, bool))
@@ -167,6 +178,9 @@ def validate_space(data: dict[str, Any], source: str) -> dict[str, Any]:
                 f"must name quantizable operator types ({', '.join(sorted(known))}) "
                 f'or be "auto", but got unknown {unknown}',
             )
+    for group in lists.get("fallback.groups", ()):
+        if not is_selector(group):
+            raise fail("fallback.groups", f"must hold {selector_help()}, but got {group!r}")
     values = []
     for (section, key), field_name in DIMENSIONS.items():
         values.append((field_name, lists.get(f"{section}.{key}", DEFAULTS[field_name])))
@@ -179,6 +193,7 @@ def validate_space(data: dict[str, Any], source: str) -> dict[str, Any]:
         operators_rule=operators_rule,
         disable_fusions=lists.get("session.disable_fusions", ()),
         excluded_nodes=lists.get("quantization.excluded_nodes", ()),
+        fallback_groups=lists.get("fallback.groups", ()),
     )
     _check_combinations(dict(values), operators, fail, [k for k in lists if k.startswith("calib")])
     return fields
