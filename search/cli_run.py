@@ -103,6 +103,15 @@ def run(
         "throughput (batches of the eval data) or latency (batch size 1, p50 ratio; p90 recorded).",
     ),
     threads: int = _setting_opt("--threads", "onnxruntime intra-op threads for every model timed."),
+    batch_size: int = _opt(
+        "--batch-size",
+        "Examples per batch, as served (evaluation, timing, and latency's batches).",
+        "32; 1 for --objective latency",
+    ),
+    max_length: int = _setting_opt("--max-length", "Tokens per example at most (truncated)."),
+    padding: str = _setting_opt(
+        "--padding", "longest (pad each batch to its longest example) or max_length (fixed)."
+    ),
     presets: bool = _setting_opt(
         "--presets/--no-presets",
         "Also measure Optimum's dynamic CPU presets (avx2, avx512, avx512_vnni, arm64).",
@@ -144,6 +153,17 @@ def run(
         "(with fp32's classes) or cosine (of outputs).",
         "accuracy; agreement without labels",
     ),
+    output: str = _opt(
+        "--output",
+        "The model output the metric reads (run once to see them listed).",
+        "logits, else the first [batch, features] output, else the sequence output pooled",
+    ),
+    pooling: str = _opt(
+        "--pooling",
+        "How a [batch, sequence, hidden] output is pooled: mean (over the "
+        "attention mask) or cls (first token).",
+        "mean",
+    ),
     task_dir: Path = _opt(
         "--task-dir",
         "A prepared task folder (model.onnx, tokenizer, "
@@ -179,6 +199,21 @@ def run(
         _run(resolve_settings(study_file, options))
 
 
+def serving_text(task) -> str:
+    """The model's outputs, the one the metric reads, and the serving shape, in two lines."""
+    from search.tasks.outputs import outputs_text
+
+    shape = (
+        f"batches of {task.batch_size} (latency {task.latency_batch_size}), at most "
+        f"{task.max_length} tokens, padded to "
+        + ("the longest in each batch" if task.padding == "longest" else "--max-length")
+    )
+    return (
+        f"Model outputs: {outputs_text(task.probed_outputs)}.\n"
+        f"The metric ({task.metric}) reads {task.reading}; {shape}."
+    )
+
+
 def _run(settings) -> None:
     import onnxruntime as ort
 
@@ -200,6 +235,7 @@ def _run(settings) -> None:
             before_task=announce_build if building else None,
         )
     space, fp32 = search.space, search.study.user_attrs["fp32_accuracy"]
+    console.print(serving_text(search.task), highlight=False, markup=False)
     console.print(
         f"Study [bold]{search.name}[/] (fp32 accuracy {fp32:.4f}"
         f"; space {space.name}, operators {', '.join(space.operators)}); strategy "

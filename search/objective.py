@@ -28,7 +28,7 @@ from search.calibrate import CalibrationCache
 from search.config import QuantConfig, make_session_options
 from search.context import TrialContext
 from search.early import PruneSettings, look_evidence, per_example_hits, race_bar
-from search.errors import SameGraph, TrialError, TrialPruned
+from search.errors import QsearchError, SameGraph, TaskError, TrialError, TrialPruned
 from search.measure import Speedup, TimingSettings, make_session, paired_speedup
 from search.metrics import LABEL_METRICS
 from search.quantize import quantize
@@ -85,7 +85,16 @@ class Evaluator:
         """fp32's outputs on the evaluation set, once: the reference of fidelity metrics."""
         if self._fp32_outputs is None:
             options = make_session_options(threads=self.scoring_threads)
-            self._fp32_outputs = self.task.outputs(make_session(self.task.model_path, options))
+            try:
+                session = make_session(self.task.model_path, options)
+                self._fp32_outputs = self.task.outputs(session)
+            except QsearchError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - the user's model, before any trial
+                raise TaskError(
+                    f"the fp32 model must run on the evaluation data, but it failed: "
+                    f"{_reason(exc)}"
+                ) from None
         return self._fp32_outputs
 
     @property

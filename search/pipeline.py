@@ -32,6 +32,8 @@ from search.study import check_storage_url, check_study_name, default_storage, o
 from search.tasks.base import TextClassificationTask
 from search.tasks.custom import DataSettings, build_task
 from search.tasks.default import default_task, load_task_dir
+from search.tasks.inputs import PADDINGS
+from search.tasks.outputs import POOLINGS
 
 DEFAULT_BUDGET = {"beam": 60, "sampler": 20}
 
@@ -66,6 +68,11 @@ class RunSettings:
     confirm_seconds: float | None = _setting(None, "measure")
     objective: str = _setting("throughput", "measure")
     threads: int = _setting(1, "measure")
+    # The serving shape: examples per batch (None: 32 for throughput, 1 for latency), tokens
+    # per example, and padding to the longest in each batch or to max_length.
+    batch_size: int | None = _setting(None, "measure")
+    max_length: int = _setting(128, "measure")
+    padding: str = _setting("longest", "measure")
     presets: bool = _setting(True, "search")
     confirm: bool = _setting(True, "search")
     report: bool = True
@@ -85,6 +92,10 @@ class RunSettings:
     eval_size: int = _setting(1000, "data")
     calibration_size: int = _setting(256, "data")
     metric: str | None = _setting(None, "data")
+    # The output the metric reads (None: logits, else the first [batch, features] output,
+    # else the sequence output pooled) and how a sequence output is pooled (None: mean).
+    output: str | None = _setting(None, "model")
+    pooling: str | None = _setting(None, "model")
 
     def __post_init__(self) -> None:
         if self.trials is not None and self.trials < 1:
@@ -121,6 +132,21 @@ class RunSettings:
             )
         if self.threads < 1:
             raise QsearchError(f"--threads must be at least 1, but got {self.threads}")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise QsearchError(f"--batch-size must be at least 1, but got {self.batch_size}")
+        if self.max_length < 2:
+            raise QsearchError(
+                f"--max-length must be at least 2 (the CLS and SEP tokens), but got "
+                f"{self.max_length}"
+            )
+        if self.padding not in PADDINGS:
+            raise QsearchError(
+                f"--padding must be one of {', '.join(PADDINGS)}, but got {self.padding!r}"
+            )
+        if self.pooling is not None and self.pooling not in POOLINGS:
+            raise QsearchError(
+                f"--pooling must be one of {', '.join(POOLINGS)}, but got {self.pooling!r}"
+            )
         if self.study is not None:
             check_study_name(self.study)
         if (self.model is None) != (self.data is None):
@@ -145,7 +171,29 @@ class RunSettings:
 
 
 def load_task(settings: RunSettings, progress=None) -> TextClassificationTask:
-    """The user's model and data, a prepared task folder, or the embedded default."""
+    """The user's model and data, a prepared task folder, or the embedded default, checked
+    (`TextClassificationTask.check`): a task that cannot be searched is one `TaskError`
+    before any study or trial exists."""
+    task = _load_task(settings, progress)
+    task.check()
+    return task
+
+
+def task_options(settings: RunSettings) -> dict:
+    """The task fields the settings decide: serving shape and the output the metric reads.
+    Without --batch-size, throughput runs batches of 32 and latency single examples."""
+    options = {
+        "max_length": settings.max_length,
+        "padding": settings.padding,
+        "output": settings.output,
+        "pooling": settings.pooling,
+    }
+    if settings.batch_size is not None:
+        options["batch_size"] = options["latency_batch_size"] = settings.batch_size
+    return options
+
+
+def _load_task(settings: RunSettings, progress=None) -> TextClassificationTask:
     if settings.model is not None:
         data = DataSettings(
             path=settings.data,
@@ -157,17 +205,21 @@ def load_task(settings: RunSettings, progress=None) -> TextClassificationTask:
             calibration_size=settings.calibration_size,
             seed=settings.seed,
         )
-        return build_task(settings.model, data, settings.tokenizer, settings.metric)
+        return build_task(
+            settings.model, data, settings.tokenizer, settings.metric, **task_options(settings)
+        )
     task_dir = settings.task_dir
     if task_dir is None:
-        return default_task(progress=progress, **_metric(settings))
+        return default_task(progress=progress, **_metric(settings), **task_options(settings))
     task_dir = Path(task_dir)
     if not (task_dir / "model.onnx").exists() or not (task_dir / "eval.json").exists():
         raise QsearchError(
             f"--task-dir `{task_dir}` must be a prepared task folder holding model.onnx, a "
             f"tokenizer, eval.json and calibration.json, but it does not"
         )
-    return load_task_dir(task_dir, name=task_dir.name, **_metric(settings))
+    return load_task_dir(
+        task_dir, name=task_dir.name, **_metric(settings), **task_options(settings)
+    )
 
 
 def _metric(settings: RunSettings) -> dict:

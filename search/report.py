@@ -237,7 +237,7 @@ table.t th {{ background: #f3f3f3; }}
 </style></head><body>
 <h1>qsearch: {e(study.study_name)}</h1>
 <p>Task <b>{e(str(task.get("name", "?")))}</b> ({e(str(task.get("eval_examples", "?")))}
-evaluation examples, metric {e(str(task.get("metric", "accuracy")))}); space
+evaluation examples, metric {e(str(task.get("metric", "accuracy")))}{e(_serving(task))}); space
 <b>{e(str(attrs.get("space_name", "?")))}</b>; strategy <b>{e(str(attrs.get("strategy", "?")))}</b>;
 fp32 accuracy <b>{"" if fp32 is None else f"{fp32:.4f}"}</b>. Trials: {e(counts)}.</p>
 <p class="note">Speedup is fp32 time over candidate time, both run interleaved on the same
@@ -313,6 +313,26 @@ evaluation set fell below the threshold (fp32 minus the prune drop).</p>
 <pre>{e(space_text)}</pre>
 </body></html>
 """
+
+
+def _serving(task: dict) -> str:
+    """The output the metric read and the serving shape, as the task recorded them (older
+    studies recorded neither)."""
+    parts = []
+    if task.get("output") is not None:
+        pooling = {
+            "none": "as it is",
+            "mean": "mean-pooled over the attention mask",
+            "cls": "first token",
+        }.get(task.get("pooling"), str(task.get("pooling")))
+        parts.append(f"output {task['output']} {task.get('output_shape', '')}, {pooling}")
+    if "max_length" in task:
+        padding = "longest in batch" if task.get("padding") == "longest" else "fixed length"
+        parts.append(
+            f"batch {task.get('batch_size')} (latency {task.get('latency_batch_size', 1)}), "
+            f"max length {task['max_length']}, padded to {padding}"
+        )
+    return "".join(f"; {p}" for p in parts)
 
 
 def write_report(study: optuna.Study, path: Path, max_drop: float = 0.01) -> Path:

@@ -10,6 +10,7 @@ import random
 import pytest
 
 from search.space import SearchSpace, shipped_spaces
+from search.structure import model_structure
 
 # The operator types of an exported BERT classifier (the tiny test model's, which are the
 # default MiniLM's): "auto" binds them to Add, Gather, Gemm, LayerNormalization, MatMul, Mul and
@@ -43,15 +44,17 @@ BERT_OPS = (
 
 
 @pytest.mark.parametrize("path", shipped_spaces(), ids=lambda p: p.stem)
-def test_every_config_of_a_shipped_space_converts_to_optimum(path):
-    space = SearchSpace.from_file(path).resolve(BERT_OPS)
+def test_every_config_of_a_shipped_space_converts_to_optimum(path, tiny_task):
+    # node scopes and fp32 groups resolve against a model: the tiny BERT's parts
+    structure = model_structure(tiny_task.model_path)
+    space = SearchSpace.from_file(path).resolve(BERT_OPS, structure=structure)
     refused: collections.Counter[str] = collections.Counter()
     example: dict[str, str] = {}
     count = 0
     for config in space.enumerate():
         count += 1
         try:
-            config.to_optimum()
+            config.to_optimum(structure)
         except Exception as exc:  # noqa: BLE001 - any refusal is the failure reported below
             reason = f"{type(exc).__name__}: {exc}"
             refused[reason] += 1

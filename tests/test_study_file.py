@@ -26,6 +26,8 @@ name = "everything"
 path = "my-model"
 tokenizer = "my-tokenizer"
 task_dir = "my-task"
+output = "sentence_embedding"
+pooling = "cls"
 
 [data]
 path = "reviews.csv"
@@ -58,6 +60,9 @@ timing_target = 0.02
 confirm_seconds = 18.0
 objective = "latency"
 threads = 2
+batch_size = 4
+max_length = 256
+padding = "max_length"
 """
 CLI_ONLY = {"report", "continue_with_new_space"}
 
@@ -83,6 +88,8 @@ def test_a_study_file_with_every_key_loads_with_the_fields_types(tmp_path):
     values.pop("task_dir")
     settings = RunSettings(**{**values, "sampler": None})
     assert settings.timing_target == 0.02 and settings.objective == "latency"
+    assert (settings.batch_size, settings.max_length, settings.padding) == (4, 256, "max_length")
+    assert (settings.output, settings.pooling) == ("sentence_embedding", "cls")
 
 
 @pytest.mark.parametrize(

@@ -7,6 +7,7 @@ MiniLM sentiment task and a user's own model and data plug in the same way.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -15,16 +16,31 @@ from typing import Any
 
 import numpy as np
 
-from search.errors import TaskError, TrialError
+from search.errors import QsearchError, TaskError, TrialError, first_line
 from search.metrics import LABEL_METRICS, METRICS, score
+from search.tasks.inputs import PADDINGS, InputInfo, check_inputs, fill, model_inputs
+from search.tasks.outputs import (
+    POOLINGS,
+    OutputChoice,
+    OutputInfo,
+    check_output_name,
+    choose_output,
+    described,
+    model_outputs,
+    outputs_text,
+    probe,
+)
 
 
 @dataclass(frozen=True)
 class Batch:
-    """Model inputs (name -> int64 array) and which evaluation examples they hold."""
+    """Model inputs (name -> integer array) and which evaluation examples they hold; `mask`
+    is the tokenizer's attention mask, kept even for a model that takes none, because a
+    sequence output is pooled over it."""
 
     inputs: dict[str, np.ndarray]
     index: np.ndarray
+    mask: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.index.shape[0])
@@ -32,10 +48,16 @@ class Batch:
 
 def file_digest(path: Path, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
+    """The first 16 hex digits of the file's SHA-256."""
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()[:16]
+
+
+def ort_message(exc: BaseException) -> str:
+    """An onnxruntime error in one line, without its `[ONNXRuntimeError] : 2 : FAIL :`."""
+    return re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", first_line(exc))
 
 
 def look_bounds(total: int, looks: Sequence[float]) -> list[int]:
@@ -57,10 +79,16 @@ class TextClassificationTask:
     """Sentence (or sentence-pair) classification on an ONNX model with a Hugging Face
     tokenizer directory, scored by a label metric or by fidelity to the fp32 model.
 
-    Evaluation batches are padded to their longest example (as a served model would be).
-    Calibration rows are packed: whole examples concatenated to exactly `calibration_length`
-    tokens with no padding, because histogram calibrators (entropy, percentile) cannot stack
-    ragged rows and fail on the attention mask's -3.4e38 padding values.
+    Batches are the serving shape: `batch_size` examples, truncated to `max_length` tokens,
+    padded to the longest in the batch (`padding="longest"`) or to `max_length`; latency is
+    timed on batches of `latency_batch_size`. Calibration rows are packed: whole examples
+    concatenated to exactly `calibration_length` tokens (at most `max_length`; exactly it with
+    fixed-length padding) with no padding, because histogram calibrators (entropy,
+    percentile) cannot stack ragged rows and fail on the attention mask's -3.4e38 padding.
+
+    The metric reads one output (`output`, or the default of `choose_output`), a sequence
+    output pooled by `pooling`; `check()` prepares everything a search needs and turns any
+    failure into one `TaskError` before a trial runs.
     """
 
     name: str
@@ -74,6 +102,10 @@ class TextClassificationTask:
     metric: str = "accuracy"
     batch_size: int = 32
     max_length: int = 128
+    padding: str = "longest"
+    latency_batch_size: int = 1
+    output: str | None = None
+    pooling: str | None = None
     calibration_length: int = 64
     timing_batches_count: int = 8
     # Cumulative shares of the evaluation set scored before each early-stopping look.
@@ -103,6 +135,26 @@ class TextClassificationTask:
                 f"eval_looks must be shares of the evaluation set in (0, 1], but got "
                 f"{self.eval_looks}"
             )
+        if self.batch_size < 1 or self.latency_batch_size < 1:
+            raise TaskError(f"--batch-size must be at least 1, but got {self.batch_size}")
+        if self.max_length < 2:
+            raise TaskError(
+                f"--max-length must be at least 2 (the CLS and SEP tokens), but got "
+                f"{self.max_length}"
+            )
+        if self.padding not in PADDINGS:
+            raise TaskError(
+                f"--padding must be one of {', '.join(PADDINGS)}, but got {self.padding!r}"
+            )
+        if self.pooling is not None and self.pooling not in POOLINGS:
+            raise TaskError(
+                f"--pooling must be one of {', '.join(POOLINGS)}, but got {self.pooling!r}"
+            )
+        self.calibration_length = (
+            self.max_length
+            if self.padding == "max_length"
+            else min(self.calibration_length, self.max_length)
+        )
         if self.metric in LABEL_METRICS and self.eval_labels is None:
             raise TaskError(
                 f"metric {self.metric!r} needs labels, but the data has none; name the label "
@@ -122,12 +174,91 @@ class TextClassificationTask:
             ) from None
 
     @cached_property
-    def input_names(self) -> list[str]:
-        import onnx
+    def input_infos(self) -> list[InputInfo]:
+        """The model's inputs, checked against what can be filled at this serving shape."""
+        infos = model_inputs(self.model_path)
+        check_inputs(infos, self.batch_size, self.max_length, self.padding)
+        return infos
 
-        model = onnx.load(str(self.model_path), load_external_data=False)
-        initializers = {i.name for i in model.graph.initializer}
-        return [i.name for i in model.graph.input if i.name not in initializers]
+    @cached_property
+    def input_names(self) -> list[str]:
+        return [i.name for i in self.input_infos]
+
+    @cached_property
+    def output_infos(self) -> list[OutputInfo]:
+        """The model's outputs as declared; `--output` is checked against them at once."""
+        infos = model_outputs(self.model_path)
+        check_output_name(infos, self.output)
+        return infos
+
+    @cached_property
+    def probed_outputs(self) -> list[OutputInfo]:
+        """The outputs classified by one fp32 run on the longest evaluation batch (the one
+        most likely to fail: positions past what the model was exported for)."""
+        import onnxruntime as ort
+
+        infos = self.output_infos
+        batch = max(self.eval_batches, key=lambda b: b.inputs["input_ids"].shape[1])
+        shape = list(batch.inputs["input_ids"].shape)
+        options = ort.SessionOptions()
+        options.log_severity_level = 4  # the failure is reported below, in one line
+        try:
+            session = ort.InferenceSession(
+                str(self.model_path), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # noqa: BLE001 - the user's model
+            raise TaskError(
+                f"--model `{self.model_path}` must load in onnxruntime, but it failed: "
+                f"{ort_message(exc)}"
+            ) from None
+        try:
+            arrays = session.run([i.name for i in infos], batch.inputs)
+        except Exception as exc:  # noqa: BLE001 - the user's model
+            raise TaskError(
+                f"the fp32 model must run on a batch of shape {shape} (--batch-size "
+                f"{self.batch_size}, --max-length {self.max_length}, --padding {self.padding}; "
+                f"is --max-length within what the model accepts?), but onnxruntime failed: "
+                f"{ort_message(exc)}"
+            ) from None
+        return probe(infos, arrays, batch.inputs)
+
+    @cached_property
+    def reading(self) -> OutputChoice:
+        """The output the metric reads and its pooling; a label or agreement metric needs
+        classes, so it refuses a pooled sequence output."""
+        choice = choose_output(self.probed_outputs, self.output, self.pooling)
+        if self.metric != "cosine" and choice.pooling != "none":
+            raise TaskError(
+                f"metric {self.metric!r} compares classes (the argmax of a [batch, classes] "
+                f"output), but the metric would read {choice}; use --metric cosine, or name "
+                f"a classification output with --output (outputs: "
+                f"{outputs_text(self.probed_outputs)})"
+            )
+        return choice
+
+    def check(self) -> OutputChoice:
+        """Prepare everything a search reads (inputs, tokenized batches, calibration rows,
+        the output the metric reads) now, so that any failure is one `TaskError` naming
+        what went wrong before a study or trial exists."""
+        stages = [
+            ("reading the model's inputs", lambda: self.input_infos),
+            ("reading the model's outputs", lambda: self.output_infos),
+            ("tokenizing the evaluation data", lambda: self.eval_batches),
+            ("tokenizing the timing batches", lambda: self.timing_batches),
+            ("packing the calibration rows", lambda: self.calibration_rows),
+            ("choosing the output the metric reads", lambda: self.reading),
+        ]
+        for what, step in stages:
+            try:
+                step()
+            except QsearchError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - every library's error, in one line
+                raise TaskError(
+                    f"the task must be prepared before searching, but {what} failed: "
+                    f"{first_line(exc)}"
+                ) from None
+        return self.reading
 
     @cached_property
     def operators(self) -> list[str]:
@@ -139,16 +270,12 @@ class TextClassificationTask:
 
     def _encode(
         self, texts: Sequence[str], pairs: Sequence[str] | None = None, **kwargs: Any
-    ) -> dict[str, np.ndarray]:
+    ) -> tuple[dict[str, np.ndarray], np.ndarray | None]:
+        """(the model's inputs, the tokenizer's attention mask) of `texts`."""
         args = (list(texts),) if pairs is None else (list(texts), list(pairs))
         encoded = self.tokenizer(*args, return_tensors="np", **kwargs)
-        missing = [n for n in self.input_names if n not in encoded]
-        if missing:
-            raise TaskError(
-                f"the tokenizer must produce the model's inputs {self.input_names}, "
-                f"but it does not produce {missing}"
-            )
-        return {name: encoded[name].astype(np.int64) for name in self.input_names}
+        mask = encoded.get("attention_mask")
+        return fill(encoded, self.input_infos), None if mask is None else mask.astype(np.int64)
 
     def _batches(self, order: Sequence[int]) -> list[Batch]:
         batches = []
@@ -156,10 +283,14 @@ class TextClassificationTask:
             idx = np.asarray(order[start : start + self.batch_size], dtype=np.int64)
             texts = [self.eval_texts[i] for i in idx]
             pairs = None if self.eval_pairs is None else [self.eval_pairs[i] for i in idx]
-            inputs = self._encode(
-                texts, pairs, padding=True, truncation=True, max_length=self.max_length
+            inputs, mask = self._encode(
+                texts,
+                pairs,
+                padding=True if self.padding == "longest" else "max_length",
+                truncation=True,
+                max_length=self.max_length,
             )
-            batches.append(Batch(inputs, idx))
+            batches.append(Batch(inputs, idx, mask))
         return batches
 
     @cached_property
@@ -201,9 +332,10 @@ class TextClassificationTask:
 
     @cached_property
     def latency_batches(self) -> list[Batch]:
-        """Single real examples (batch size 1, no padding) for latency timing."""
-        count = min(len(self.eval_texts), 8 * self.timing_batches_count)
-        saved, self.batch_size = self.batch_size, 1
+        """Real batches of `latency_batch_size` (default 1: single examples) for latency
+        timing, truncated and padded like every other batch."""
+        count = min(len(self.eval_texts), 8 * self.latency_batch_size * self.timing_batches_count)
+        saved, self.batch_size = self.batch_size, self.latency_batch_size
         try:
             return self._batches(range(count))
         finally:
@@ -240,6 +372,7 @@ class TextClassificationTask:
                 "input_ids": [cls_id, *(t for t, _ in row), sep_id],
                 "attention_mask": [1] * (len(row) + 2),
                 "token_type_ids": [0, *(g for _, g in row), row[-1][1]],
+                "position_ids": list(range(len(row) + 2)),
             }
             out.append({k: v for k, v in full.items() if k in self.input_names})
         return out
@@ -251,14 +384,17 @@ class TextClassificationTask:
         return Dataset.from_dict({k: [r[k] for r in rows] for k in rows[0]})
 
     def outputs(self, session, batches: Sequence[Batch] | None = None) -> np.ndarray:
-        """The model's first output for every example of `batches` (default: evaluation),
-        in batch order; NaN or infinite outputs fail the trial."""
+        """One row per example of `batches` (default: evaluation), in batch order, of the
+        output the metric reads (`reading`), a sequence output pooled over each batch's
+        attention mask so rows of batches of different lengths stack; NaN or infinite
+        outputs fail the trial."""
+        reading = self.reading
         rows = []
         for batch in batches if batches is not None else self.eval_batches:
-            out = session.run(None, batch.inputs)[0]
+            out = session.run([reading.name], batch.inputs)[0]
             if not np.all(np.isfinite(out)):
                 raise TrialError("the model produced NaN or infinite outputs")
-            rows.append(out)
+            rows.append(reading.reduce(out, batch.mask))
         return np.concatenate(rows)
 
     def score(self, outputs: np.ndarray, fp32_outputs: np.ndarray | None = None) -> float:
@@ -273,7 +409,11 @@ class TextClassificationTask:
             "eval_examples": len(self.eval_texts),
             "calibration_texts": len(self.calibration_texts),
             "batch_size": self.batch_size,
+            "max_length": self.max_length,
+            "padding": self.padding,
+            "latency_batch_size": self.latency_batch_size,
             "metric": self.metric,
+            **described(self.reading, self.probed_outputs),
             "text_pairs": self.eval_pairs is not None,
             **self.metadata,
         }

@@ -25,6 +25,7 @@ from search.errors import TaskError, first_line
 from search.metrics import LABEL_METRICS
 from search.tasks.base import TextClassificationTask
 from search.tasks.default import qsearch_home
+from search.tasks.outputs import is_logits, model_outputs
 
 DATA_SUFFIXES = {".csv": "csv", ".jsonl": "json", ".json": "json", ".parquet": "parquet"}
 TEXT_GUESSES = ("text", "sentence", "sentence1", "review", "content")
@@ -227,19 +228,32 @@ def map_labels(values: list, id2label: dict[int, str] | None) -> list[int]:
     return out
 
 
+def unlabelled_metric(model: Path, task_options: dict[str, Any]) -> str:
+    """Without labels: `agreement` (fp32's classes) when the metric reads classification
+    logits, else `cosine`, the only fidelity metric that means anything for an encoder's
+    embeddings or hidden states."""
+    requested = task_options.get("output")
+    declared = [o for o in model_outputs(model) if o.dims is None or len(o.dims) == 2]
+    names = [o.name for o in declared if requested in (None, o.name)]
+    return "agreement" if any(is_logits(n) for n in names) else "cosine"
+
+
 def build_task(
     model: Path,
     data: DataSettings,
     tokenizer: Path | None = None,
     metric: str | None = None,
     name: str | None = None,
+    **task_options: Any,
 ) -> TextClassificationTask:
+    """The task of a user's model and data; `task_options` are TextClassificationTask's
+    serving shape and output fields (batch_size, max_length, padding, output, pooling)."""
     files = resolve_model(model, tokenizer)
     rows = load_rows(data)
     text = _column(rows, data.text_column, TEXT_GUESSES, "--text-column", True)
     pair = _column(rows, data.text_pair_column, PAIR_GUESSES, "--text-pair-column", False)
     label = _column(rows, data.label_column, LABEL_GUESSES, "--label-column", False)
-    metric = metric or ("accuracy" if label else "agreement")
+    metric = metric or ("accuracy" if label else unlabelled_metric(files.onnx, task_options))
     if metric in LABEL_METRICS and label is None:
         raise TaskError(
             f"metric {metric!r} needs labels: name the label column with --label-column, or "
@@ -268,6 +282,7 @@ def build_task(
         eval_pairs=[str(t) for t in eval_rows[pair]] if pair else None,
         calibration_pairs=[str(t) for t in calib_rows[pair]] if pair else None,
         metric=metric,
+        **task_options,
         metadata={
             "data": str(data.path),
             "text_column": text,
