@@ -27,6 +27,7 @@ FILES = {
     "no_text.csv": "review,label\ngreat film,1\nawful,0\n",
     "data.xlsx": "not a spreadsheet",
     "study_typo.toml": "[search]\nbeam = 2\nbudget = 10\n",
+    "sentences.csv": "text\na plain sentence\nanother plain sentence\na third one\n",
     "empty.toml": "",
 }
 
@@ -75,6 +76,26 @@ CASES = [
     Case(
         "data in a format qsearch cannot read",
         ("run", "--model", "{task}/model.onnx", "--data", "data.xlsx"),
+        needs_task=True,
+    ),
+    Case(
+        "--output the model does not have",
+        ("run", "--model", "{task}/model.onnx", "--data", "sentences.csv", "--output", "nope"),
+        needs_task=True,
+    ),
+    Case(
+        "--max-length past the model's positions",
+        (
+            "run",
+            "--model",
+            "{task}/model.onnx",
+            "--data",
+            "sentences.csv",
+            "--max-length",
+            "600",
+            "--padding",
+            "max_length",
+        ),
         needs_task=True,
     ),
     Case("study file with an unknown key", ("run", "study_typo.toml")),
