@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: install run prepare test postgres lint format report dashboard bench-stability \
-	bench-table bench-efficiency bench-cost clean
+	bench-table bench-efficiency bench-cost bench-scopes clean
 
 install: $(VENV)/.installed
 
@@ -69,6 +69,10 @@ bench-efficiency: install
 # Minutes: seconds per trial by phase, cheap trials vs the seed's naive pipeline.
 bench-cost: install
 	$(BIN)/python benchmarks/trial_cost.py --trials 3 --warmup --search 16
+
+# Minutes: every MatMul vs weight MatMuls only (and Optimum's preset), round-robin, default task.
+bench-scopes: install
+	$(BIN)/python benchmarks/node_scopes.py --rounds 3 --seconds 10
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

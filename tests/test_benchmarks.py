@@ -88,3 +88,14 @@ def test_trial_cost_measures_the_main_jobs_own_trials(tiny_task_dir):
     naive = mix["naive_median_trial_s"]
     ratio = mix["median_trial_s"] / naive
     assert abs(mix["median_over_naive"] - ratio) <= 0.0005 + 0.005 * (1 + ratio) / (naive - 0.005)
+
+
+def test_node_scopes_times_every_candidate_round_robin(tiny_task):
+    bench = load("node_scopes")
+    result = bench.run_benchmark(tiny_task, rounds=2, seconds=0.2, progress=lambda _: None)
+    names = [r["config"] for r in result["rows"]]
+    assert names == list(bench.candidates()) and len(names) == 5
+    for row in result["rows"]:
+        assert len(row["rounds"]) == 2 and row["low"] <= row["speedup"] <= row["high"]
+    scopes = {bench.candidates()[n].matmul_scope for n in names}
+    assert scopes == {"all", "weights"}
