@@ -7,7 +7,6 @@ MiniLM sentiment task and a user's own model and data plug in the same way.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -28,7 +27,7 @@ from search.tasks.outputs import (
     described,
     model_outputs,
     outputs_text,
-    probe,
+    run_fp32,
 )
 
 
@@ -53,11 +52,6 @@ def file_digest(path: Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()[:16]
-
-
-def ort_message(exc: BaseException) -> str:
-    """An onnxruntime error in one line, without its `[ONNXRuntimeError] : 2 : FAIL :`."""
-    return re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", first_line(exc))
 
 
 def look_bounds(total: int, looks: Sequence[float]) -> list[int]:
@@ -195,32 +189,12 @@ class TextClassificationTask:
     def probed_outputs(self) -> list[OutputInfo]:
         """The outputs classified by one fp32 run on the longest evaluation batch (the one
         most likely to fail: positions past what the model was exported for)."""
-        import onnxruntime as ort
-
-        infos = self.output_infos
         batch = max(self.eval_batches, key=lambda b: b.inputs["input_ids"].shape[1])
-        shape = list(batch.inputs["input_ids"].shape)
-        options = ort.SessionOptions()
-        options.log_severity_level = 4  # the failure is reported below, in one line
-        try:
-            session = ort.InferenceSession(
-                str(self.model_path), options, providers=["CPUExecutionProvider"]
-            )
-        except Exception as exc:  # noqa: BLE001 - the user's model
-            raise TaskError(
-                f"--model `{self.model_path}` must load in onnxruntime, but it failed: "
-                f"{ort_message(exc)}"
-            ) from None
-        try:
-            arrays = session.run([i.name for i in infos], batch.inputs)
-        except Exception as exc:  # noqa: BLE001 - the user's model
-            raise TaskError(
-                f"the fp32 model must run on a batch of shape {shape} (--batch-size "
-                f"{self.batch_size}, --max-length {self.max_length}, --padding {self.padding}; "
-                f"is --max-length within what the model accepts?), but onnxruntime failed: "
-                f"{ort_message(exc)}"
-            ) from None
-        return probe(infos, arrays, batch.inputs)
+        shape = (
+            f"--batch-size {self.batch_size}, --max-length {self.max_length}, "
+            f"--padding {self.padding}"
+        )
+        return run_fp32(self.model_path, self.output_infos, batch.inputs, shape)
 
     @cached_property
     def reading(self) -> OutputChoice:

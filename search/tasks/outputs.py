@@ -12,6 +12,7 @@ fp32 run (`probe`), so an output without declared shapes is still classified by 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from search.errors import TaskError
+from search.errors import TaskError, first_line
 from search.tasks.inputs import dims_of, load_graph
 
 # How a sequence output becomes one row per example: "mean" over the attention mask's valid
@@ -142,6 +143,38 @@ def probe(
             why_not = f"neither {FEATURES} nor {SEQUENCE}"
         out.append(replace(info, dims=dims, kind=kind, why_not=why_not))
     return out
+
+
+def ort_message(exc: BaseException) -> str:
+    """An onnxruntime error in one line, without its `[ONNXRuntimeError] : 2 : FAIL :`."""
+    return re.sub(r"^\[ONNXRuntimeError\] : \d+ : \w+ : ", "", first_line(exc))
+
+
+def run_fp32(
+    model_path: Path, infos: Sequence[OutputInfo], inputs: Mapping[str, np.ndarray], shape: str
+) -> list[OutputInfo]:
+    """`infos` classified (`probe`) by one fp32 run on `inputs`, the batch most likely to
+    fail (the longest: positions past what the model was exported for); a model that does
+    not load or run is a `TaskError` naming the serving `shape` options."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # the failure is reported below, in one line
+    try:
+        session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # noqa: BLE001 - the user's model
+        raise TaskError(
+            f"--model `{model_path}` must load in onnxruntime, but it failed: {ort_message(exc)}"
+        ) from None
+    try:
+        arrays = session.run([i.name for i in infos], dict(inputs))
+    except Exception as exc:  # noqa: BLE001 - the user's model
+        raise TaskError(
+            f"the fp32 model must run on a batch of shape {list(inputs['input_ids'].shape)} "
+            f"({shape}; is --max-length within what the model accepts?), but onnxruntime "
+            f"failed: {ort_message(exc)}"
+        ) from None
+    return probe(infos, arrays, inputs)
 
 
 def outputs_text(infos: Sequence[OutputInfo]) -> str:
