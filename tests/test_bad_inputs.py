@@ -30,10 +30,7 @@ def test_bad_input_is_answered_with_one_message_and_exit_2(
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 2, result.output
     assert result.output.startswith("error: "), result.output
-    assert (
-        "Traceback" not in result.output
-        and result.exception is None
-        or isinstance(result.exception, SystemExit)
-    )
+    assert "Traceback" not in result.output, result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     for folder in ("studies", "reports", "exports"):
         assert not any((tmp_path / folder).glob("*")), f"{folder}/ written"

@@ -1,6 +1,8 @@
 """Real trials on the tiny BERT: real Optimum/onnxruntime quantization and timing."""
 
+import hashlib
 import math
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -12,7 +14,6 @@ from search.errors import TrialError
 from search.measure import TimingSettings
 from search.objective import Evaluator
 from search.runner import evaluate_into
-from search.stats import bootstrap_median
 
 FAST = TimingSettings(seconds=0.3, warmup_runs=1, block_pairs=2, min_blocks=2)
 
@@ -62,12 +63,50 @@ def test_reused_ranges_give_the_same_logits_as_fresh_calibration(tiny_task, tmp_
     np.testing.assert_array_equal(a.run(None, batch.inputs)[0], b.run(None, batch.inputs)[0])
 
 
-def test_session_options_change_the_running_graph_not_the_file(evaluator):
-    result = evaluator.evaluate(
-        QuantConfig(operators=("MatMul",), disabled_fusions=("SkipLayerNormFusion",))
-    )
-    assert result.attrs["fp32_options_speedup"] > 0
-    assert "no SkipLayerNormFusion" in result.attrs["description"]
+def _op_types(path) -> set[str]:
+    return {node.op_type for node in onnx.load(str(path)).graph.node}
+
+
+def test_session_options_change_the_running_graph_not_the_file(
+    evaluator, tiny_task, tmp_path, monkeypatch
+):
+    """onnxruntime fuses Add + LayerNormalization into SkipLayerNormalization when a session
+    loads; a config that disables the fusion runs the unfused graph from the same file."""
+    import search.objective as objective
+
+    real_make_session = objective.make_session
+    opened = []  # (model file, its sha256, its ops, the graph onnxruntime runs: its ops)
+
+    def make_session(model_path, options=None):  # the sessions the trial opens, as built
+        optimized = tmp_path / f"optimized-{len(opened)}.onnx"
+        options.optimized_model_filepath = str(optimized)
+        session = real_make_session(model_path, options)
+        digest = hashlib.sha256(Path(model_path).read_bytes()).hexdigest()
+        opened.append((Path(model_path), digest, _op_types(model_path), _op_types(optimized)))
+        return session
+
+    monkeypatch.setattr(objective, "make_session", make_session)
+    runs = {}
+    for fusions in ((), ("SkipLayerNormFusion",)):
+        opened.clear()
+        result = evaluator.evaluate(QuantConfig(operators=("MatMul",), disabled_fusions=fusions))
+        quantized = [o for o in opened if o[0] != tiny_task.model_path]
+        assert quantized and {o[1] for o in quantized} == {result.attrs["graph_sha256"]}
+        runs[fusions] = result, quantized
+
+    (fused, fused_q), (unfused, unfused_q) = runs.values()
+    # the same quantized file either way: same bytes; the file keeps LayerNormalization
+    assert fused.attrs["graph_sha256"] == unfused.attrs["graph_sha256"]
+    for _, _, file_ops, _ in fused_q + unfused_q:
+        assert "LayerNormalization" in file_ops and "SkipLayerNormalization" not in file_ops
+    # ...but a different graph runs: fused by default, left unfused with the fusion disabled
+    assert all("SkipLayerNormalization" in ops for *_, ops in fused_q)
+    for *_, ops in unfused_q:
+        assert "SkipLayerNormalization" not in ops and "LayerNormalization" in ops
+    assert fused.attrs["graph_key"] != unfused.attrs["graph_key"]  # not the same measurement
+    # fp32 is timed under the candidate's options too: the share of the speedup they bring
+    assert fused.attrs["fp32_options_speedup"] == 1.0 and unfused.attrs["fp32_options_speedup"] > 0
+    assert "no SkipLayerNormFusion" in unfused.attrs["description"]
 
 
 def test_histogram_calibration_on_mask_operators_fails_with_a_reason(evaluator):
@@ -107,14 +146,3 @@ def test_nan_outputs_fail_the_trial(tiny_task):
 
     with pytest.raises(TrialError, match="NaN"):
         tiny_task.outputs(NanSession(), tiny_task.eval_batches[:1])
-
-
-def test_bootstrap_interval_covers_the_median_and_narrows_with_more_pairs():
-    rng = np.random.default_rng(0)
-    small = rng.normal(2.0, 0.1, 10)
-    large = rng.normal(2.0, 0.1, 400)
-    lo_s, hi_s = bootstrap_median(small)
-    lo_l, hi_l = bootstrap_median(large)
-    assert lo_s <= np.median(small) <= hi_s and lo_l <= np.median(large) <= hi_l
-    assert (hi_l - lo_l) < (hi_s - lo_s)
-    assert lo_l < 2.0 < hi_l

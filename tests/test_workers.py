@@ -7,12 +7,16 @@ import os
 import subprocess
 import sys
 import time
+from datetime import datetime, timedelta
+from types import SimpleNamespace
 
 import optuna
 import pytest
 from optuna.trial import TrialState
 
 from search import liveness
+from search.confirm import confirm_frontier
+from search.results import confirmations
 from search.runner import evaluated_count, run_search
 from search.space import load_space
 from search.strategies import make_strategy
@@ -69,9 +73,73 @@ def test_two_workers_share_one_study_without_duplicates(storage_url, tmp_path, t
         finished = max(t.datetime_complete for t in by_round[number - 1])
         started = min(t.datetime_start for t in by_round[number])
         assert started >= finished
-    # exactly one worker confirmed the frontier: the last one to finish
-    confirming = [o for o in outputs if "last one to finish confirms" not in o]
-    assert len(confirming) >= 1 and study.user_attrs.get("confirmations")
+    # exactly one worker confirmed the frontier: the one that finished the last trial
+    checks = confirmations(study)
+    assert checks, outputs
+    confirmed_by = {(c["worker_host"], c["worker_pid"]) for c in checks.values()}
+    last = max(
+        (t for t in study.get_trials() if "worker_pid" in t.user_attrs),
+        key=lambda t: (t.datetime_complete, t.number),
+    )
+    assert confirmed_by == {(last.user_attrs["worker_host"], last.user_attrs["worker_pid"])}
+    assert last.user_attrs["worker_pid"] in {w.pid for w in workers}
+    shown = [o for o in outputs if "confirming #" in o]  # the stage its progress line ends on
+    assert len(shown) == 1, outputs
+
+
+class Retimer:
+    def __init__(self):
+        self.calls = []
+
+    def retime(self, config, seconds=None):
+        self.calls.append(config.operators)
+        return SimpleNamespace(ratio=1.5, low=1.4, high=1.6, loaded=False, pairs=4)
+
+
+def finished_study(host: str, pid: int) -> optuna.Study:
+    """A study whose one trial was finished by the worker `host`/`pid`."""
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    study.set_user_attr("fp32_accuracy", FP32)
+    config = {"mode": "dynamic", "operators": ["MatMul"]}
+    attrs = {"config": config, "speedup_low": 1.4, "speedup_high": 1.6, "description": "MatMul"}
+    study.add_trial(
+        optuna.trial.create_trial(
+            values=[FP32, 1.5], user_attrs={**attrs, "worker_host": host, "worker_pid": pid}
+        )
+    )
+    return study
+
+
+def _dead_pid() -> int:
+    return int(
+        subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], **_out).stdout
+    )
+
+
+@pytest.mark.parametrize(
+    ("host", "pid", "minutes_later", "confirms"),
+    [
+        (liveness.HOST, os.getpid(), 0, True),  # this worker finished last
+        (liveness.HOST, os.getppid(), 0, False),  # a live worker here did: it confirms
+        (liveness.HOST, None, 0, True),  # a dead one here did: whoever resumes confirms
+        ("another-machine", 1, 0, False),  # a worker elsewhere just did: it confirms
+        ("another-machine", 1, 10, True),  # ...long ago: gone, the resuming one confirms
+    ],
+    ids=["self", "live-here", "dead-here", "elsewhere-now", "elsewhere-long-ago"],
+)
+def test_only_the_worker_that_finished_the_last_trial_confirms(
+    host, pid, minutes_later, confirms, monkeypatch
+):
+    import search.confirm
+
+    study = finished_study(host, _dead_pid() if pid is None else pid)
+    later = datetime.now() + timedelta(minutes=minutes_later)
+    monkeypatch.setattr(search.confirm, "datetime", SimpleNamespace(now=lambda: later))
+    retimer = Retimer()
+    done = confirm_frontier(study, retimer, seconds=1.0)
+    assert bool(retimer.calls) == confirms and bool(done) == confirms
+    if confirms:
+        assert done[0]["worker_pid"] == os.getpid() and done[0]["worker_host"] == liveness.HOST
 
 
 def heartbeat_study(tmp_path, interval=1, grace=2):
