@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import tempfile
 from contextlib import redirect_stdout
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 
 from search.config import QuantConfig, quantizable_operators
 from search.errors import TrialError
+from search.files import atomic_write
 from search.quantize import quiet_libraries
 from search.tasks.base import TextClassificationTask
 
@@ -118,16 +118,12 @@ class CalibrationCache:
         path = self.path(key)
         if path is None:
             return
-        tmp = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{key}-", suffix=".npz", dir=path.parent)
-            with os.fdopen(fd, "wb") as f:
+            with atomic_write(path, "wb") as f:  # readers see the old file or the whole new one
                 np.savez(f, **ranges_to_arrays(ranges))
-            os.replace(tmp, path)  # atomic: readers see the old file or the whole new one
         except OSError:  # a full or read-only disk only costs the next run a calibration
-            if tmp is not None:
-                Path(tmp).unlink(missing_ok=True)
+            pass
 
 
 def ranges_to_arrays(ranges) -> dict[str, np.ndarray]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from optuna.trial import FrozenTrial
 from search.calibrate import CalibrationCache
 from search.config import QuantConfig
 from search.errors import QsearchError
+from search.files import temp_dir
 from search.measure import make_session
 from search.quantize import quantize
 from search.ranking import within_drop
@@ -150,14 +150,14 @@ def export_trial(
         raise QsearchError(f"--out `{out}` must be a new or empty folder (or pass --force)")
     config = QuantConfig.from_dict(trial.user_attrs["config"])
     out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
+    work = temp_dir(out.parent, prefix=f".{out.name}-")
     try:
         ranges = CalibrationCache(task).ranges(config)
         quantized = quantize(config, task.model_path, work / "quantized", ranges)
         quantized.rename(work / "model.onnx")
         source_config = task.model_path.parent / "config.json"
         if source_config.exists():
-            shutil.copy(source_config, work / "config.json")
+            shutil.copyfile(source_config, work / "config.json")  # mode: the umask's
         task.tokenizer.save_pretrained(work)
         structure = model_structure(task.model_path)
         ORTConfig(quantization=config.to_optimum(structure)).save_pretrained(work)

@@ -334,12 +334,9 @@ class Evaluator:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def _sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
+def _sha256(path: Path) -> str:
     with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _close(attrs: dict, started: float) -> None:

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import html
 import itertools
-import os
-import tempfile
 from pathlib import Path
 
 import optuna
 import pandas as pd
 
+from search.files import atomic_write
 from search.ranking import within_drop
 from search.results import PRUNED_COLUMNS, failed_rows, pareto_rows, pruned_rows, trial_rows
 
@@ -340,12 +339,6 @@ def write_report(study: optuna.Study, path: Path, max_drop: float = 0.01) -> Pat
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     text = render_html(study, max_drop)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(path) as f:
+        f.write(text)
     return path

@@ -81,20 +81,6 @@ def block_estimate(block_log_ratios: Sequence[float], floor: float = 0.0) -> Est
     return Estimate(math.exp(mean), math.exp(mean - half), math.exp(mean + half), k)
 
 
-def bootstrap_median(
-    values: np.ndarray, resamples: int = 2000, seed: int = 0
-) -> tuple[float, float]:
-    """95% percentile-bootstrap interval of the median."""
-    values = np.asarray(values, dtype=float)
-    if len(values) < 2:
-        v = float(values[0]) if len(values) else float("nan")
-        return v, v
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(values), size=(resamples, len(values)))
-    medians = np.median(values[idx], axis=1)
-    return float(np.percentile(medians, 2.5)), float(np.percentile(medians, 97.5))
-
-
 @dataclass(frozen=True)
 class PairedDifference:
     """Candidate minus fp32 accuracy on the same examples, with its interval."""

@@ -45,13 +45,10 @@ class Batch:
         return int(self.index.shape[0])
 
 
-def file_digest(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
+def file_digest(path: Path) -> str:
     """The first 16 hex digits of the file's SHA-256."""
     with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()[:16]
+        return hashlib.file_digest(f, "sha256").hexdigest()[:16]
 
 
 def look_bounds(total: int, looks: Sequence[float]) -> list[int]:

@@ -16,12 +16,12 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from search.errors import TaskError, first_line
+from search.files import temp_dir
 from search.metrics import LABEL_METRICS
 from search.tasks.base import TextClassificationTask
 from search.tasks.default import qsearch_home
@@ -83,8 +83,7 @@ def _export_hf(directory: Path, config: dict[str, Any]) -> Path:
         digest.update(file.name.encode())
         digest.update(str(file.stat().st_size).encode())
         with open(file, "rb") as f:
-            while block := f.read(1 << 22):
-                digest.update(block)
+            hashlib.file_digest(f, lambda: digest)  # its bytes, into the same running digest
     target = qsearch_home() / "models" / digest.hexdigest()[:16]
     if (target / "model.onnx").exists():
         return target
@@ -92,7 +91,7 @@ def _export_hf(directory: Path, config: dict[str, Any]) -> Path:
     from transformers import AutoTokenizer
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=".export-", dir=target.parent))
+    work = temp_dir(target.parent, prefix=".export-")
     try:
         model = ORTModelForSequenceClassification.from_pretrained(str(directory), export=True)
         model.save_pretrained(work)

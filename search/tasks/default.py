@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from search.errors import TaskError
+from search.files import temp_dir
 from search.tasks.base import TextClassificationTask
 
 VERSION = "minilm-sentiment-v1"
@@ -173,7 +173,7 @@ def build_default_task(
     parts = split(texts, labels, settings)
     encoder = encoder_dir or _encoder_dir()
     target.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{VERSION}-", dir=target.parent))
+    work = temp_dir(target.parent, prefix=f".{VERSION}-")
     try:
         model, tokenizer = fine_tune(
             encoder,
