@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
+from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
 from optuna.trial import FrozenTrial, TrialState
 
 from search.errors import StorageError, first_line
@@ -85,8 +86,9 @@ def recover_stale(study: optuna.Study) -> list[int]:
         return []
     stale = {t._trial_id for t in running if _dead_here(t)}
     storage = study._storage
-    if isinstance(storage, optuna.storages.RDBStorage) and storage.get_heartbeat_interval():
-        # other hosts: no heartbeat for GRACE_PERIOD (what optuna's fail_stale_trials reads)
+    if isinstance(storage, BaseHeartbeat) and is_heartbeat_enabled(storage):
+        # other hosts: no heartbeat for GRACE_PERIOD (what optuna's fail_stale_trials reads;
+        # a loaded study's storage is optuna's cache wrapper, which delegates heartbeats)
         stale.update(storage._get_stale_trial_ids(study._study_id))
     for trial_id in stale:
         mark_interrupted(study, trial_id)

@@ -359,8 +359,8 @@ def study_max_drop(study: optuna.Study, given: float | None = None) -> float:
     --best`): `given` when the command was given --max-drop, else the one the study was run
     with (the last run's stored settings), else RunSettings' default (an older study)."""
     if given is not None:
-        if not 0 <= given < 1:
-            raise QsearchError(f"--max-drop must be a fraction in [0, 1), but got {given}")
+        if not 0 <= given <= 1:  # reading may accept anything (1); a search may not
+            raise QsearchError(f"--max-drop must be a fraction in [0, 1], but got {given}")
         return given
     stored = study.user_attrs.get("settings") or {}
     return stored.get("max_drop", RunSettings.max_drop)

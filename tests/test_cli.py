@@ -11,7 +11,7 @@ from search.strategies.base import records
 from search.trial_kind import EVALUATIONS
 
 runner = CliRunner()
-FAST = ["--timing-seconds", "0.2", "--no-presets"]
+FAST = ["--timing-seconds", "0.2", "--no-presets", "--no-seeds"]
 
 
 @pytest.fixture
@@ -278,4 +278,4 @@ def test_reading_a_study_uses_its_own_max_drop_unless_given(workdir, tiny_task_d
     refused = invoke("export", "--study", "lenient", "--best", "--max-drop", "0.01")
     assert refused.exit_code == 2 and "within --max-drop 0.01 of fp32" in refused.output
     bad = invoke("show", "--study", "lenient", "--max-drop", "1.5")
-    assert bad.exit_code == 2 and "--max-drop must be a fraction in [0, 1)" in bad.output
+    assert bad.exit_code == 2 and "--max-drop must be a fraction in [0, 1]" in bad.output
