@@ -112,6 +112,11 @@ def run(
     padding: str = _setting_opt(
         "--padding", "longest (pad each batch to its longest example) or max_length (fixed)."
     ),
+    seeds: bool = _setting_opt(
+        "--seeds/--no-seeds",
+        "Start with the known-good recipes for this CPU's instruction sets "
+        "(spaces/seeds/recipes.toml, with their evidence), counted in the budget.",
+    ),
     presets: bool = _setting_opt(
         "--presets/--no-presets",
         "Also measure Optimum's dynamic CPU presets (avx2, avx512, avx512_vnni, arm64).",

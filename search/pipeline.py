@@ -13,7 +13,7 @@ from pathlib import Path
 
 import optuna
 
-from search.config import optimum_dynamic_presets
+from search.config import QuantConfig, optimum_dynamic_presets
 from search.confirm import confirm_frontier
 from search.early import PruneSettings
 from search.errors import QsearchError
@@ -24,9 +24,11 @@ from search.metrics import METRICS
 from search.objective import Evaluator
 from search.report import write_report
 from search.runner import RunSummary, evaluate_references, evaluated_count, run_search
+from search.seeds import seeds_for
 from search.space import SearchSpace, load_space
 from search.strategies import make_strategy
 from search.strategies.base import Strategy
+from search.strategies.seeded import SeedStrategy
 from search.structure import model_structure
 from search.study import check_storage_url, check_study_name, default_storage, open_study
 from search.tasks.base import TextClassificationTask
@@ -34,6 +36,7 @@ from search.tasks.custom import DataSettings, build_task
 from search.tasks.default import default_task, load_task_dir
 from search.tasks.inputs import PADDINGS
 from search.tasks.outputs import POOLINGS
+from search.worker import worker_info
 
 DEFAULT_BUDGET = {"beam": 60, "sampler": 20}
 
@@ -74,6 +77,7 @@ class RunSettings:
     max_length: int = _setting(128, "measure")
     padding: str = _setting("longest", "measure")
     presets: bool = _setting(True, "search")
+    seeds: bool = _setting(True, "search")
     confirm: bool = _setting(True, "search")
     report: bool = True
     task_dir: Path | None = _setting(None, "model")
@@ -301,6 +305,10 @@ class Search:
                 out[label] = config.replace(operators=ops)
         return out
 
+    def seeds(self) -> dict[str, QuantConfig]:
+        """The seed recipes for this worker's CPU that the space holds (`search.seeds`)."""
+        return seeds_for(worker_info(self.settings.threads)["isa"], self.space)
+
     def run(
         self,
         on_trial: Callable[[optuna.Study, str], None] | None = None,
@@ -308,6 +316,21 @@ class Search:
         on_stage: Callable[[str], None] | None = None,
     ) -> RunSummary:
         try:
+            seeds = self.seeds() if self.settings.seeds else {}
+            if seeds:  # first: the known-good recipes, a good answer within a minute
+                if on_stage:
+                    on_stage("seed recipes")
+                run_search(
+                    self.study,
+                    self.space,
+                    SeedStrategy(seeds),
+                    self.evaluator,
+                    self.settings.budget,
+                    self.settings.timeout,
+                    on_trial,
+                    should_stop=should_stop,
+                    lock=self.lock,
+                )
             if self.settings.presets:
                 if on_stage:
                     on_stage("Optimum presets")

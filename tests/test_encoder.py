@@ -21,7 +21,7 @@ from search.tasks.outputs import FEATURES, SEQUENCE, OutputInfo, choose_output
 from tests.conftest import TINY
 
 runner = CliRunner()
-FAST = ["--trials", "2", "--timing-seconds", "1", "--no-presets", "--no-confirm"]
+FAST = ["--trials", "2", "--timing-seconds", "1", "--no-presets", "--no-seeds", "--no-confirm"]
 SMALL = ["--space", "operators", "--beam", "2", "--eval-size", "48", "--calibration-size", "16"]
 
 

@@ -1,6 +1,7 @@
 """Beam search over the space: seed 004's operator beam, generalized and made resumable.
 
-Round 0 evaluates every single-operator config (each other dimension at its default). Each
+Round 0 evaluates every single-operator config (each other dimension at its default), beside
+the seed recipes the search began with (`search.seeds`). Each
 later round keeps the `width` best configs so far, in the order documented in
 `search.ranking`, and evaluates their neighbours: one more operator, or one other dimension
 changed. A config is never evaluated twice (equal canonical configs share a key). The search
@@ -23,6 +24,7 @@ from search.errors import ConfigError
 from search.ranking import beam_order
 from search.space import SearchSpace
 from search.strategies.base import Proposal, Record, Strategy, records
+from search.strategies.seeded import seed_configs
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,9 @@ class BeamSearch(Strategy):
             complete = [r.values[0] for r in done.values() if r.values]
             fp32 = max(complete, default=1.0)
         members: dict[str, QuantConfig] = {}
-        candidates = self.initial(space)
+        # Round 0: the study's seed recipes (already evaluated first) and the single operators
+        seeds = [c for c in seed_configs(study) if space.contains(c)]
+        candidates = list({c.key: c for c in [*seeds, *self.initial(space)]}.values())
         kept: list[str] | None = None
         number = 0
         while True:
