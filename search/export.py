@@ -49,8 +49,7 @@ def choose_trial(
         candidates = [
             t
             for t in trials
-            if is_measured(t)
-            and (fp32 is None or within_drop(t.values[0], fp32, max_drop))
+            if is_measured(t) and (fp32 is None or within_drop(t.values[0], fp32, max_drop))
         ]
         if not candidates:
             raise QsearchError(

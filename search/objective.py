@@ -92,8 +92,7 @@ class Evaluator:
                 raise
             except Exception as exc:  # noqa: BLE001 - the user's model, before any trial
                 raise TaskError(
-                    f"the fp32 model must run on the evaluation data, but it failed: "
-                    f"{_reason(exc)}"
+                    f"the fp32 model must run on the evaluation data, but it failed: {_reason(exc)}"
                 ) from None
         return self._fp32_outputs
 

@@ -40,9 +40,7 @@ class TrialKind(StrEnum):
 
 
 # Kinds that settle their config: it is never evaluated again.
-ANSWERS = frozenset(
-    {TrialKind.MEASURED, TrialKind.SAME_GRAPH, TrialKind.PRUNED, TrialKind.FAILED}
-)
+ANSWERS = frozenset({TrialKind.MEASURED, TrialKind.SAME_GRAPH, TrialKind.PRUNED, TrialKind.FAILED})
 # Kinds that cost a full evaluation: what the budget counts (a same-graph copy costs ~1 s).
 EVALUATIONS = frozenset({TrialKind.MEASURED, TrialKind.PRUNED, TrialKind.FAILED})
 

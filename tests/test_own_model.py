@@ -15,7 +15,16 @@ from search.tasks.custom import DataSettings, build_task, load_rows, map_labels
 from tests.conftest import TINY
 
 runner = CliRunner()
-FAST = ["--timing-seconds", "0.2", "--no-presets", "--no-seeds", "--eval-size", "64", "--calibration-size", "16"]
+FAST = [
+    "--timing-seconds",
+    "0.2",
+    "--no-presets",
+    "--no-seeds",
+    "--eval-size",
+    "64",
+    "--calibration-size",
+    "16",
+]
 
 
 @pytest.fixture(scope="module")
