@@ -125,10 +125,12 @@ def measure(
         if (trial is None) == (config is None):
             raise QsearchError("measure needs either --study NAME --trial N, or --config FILE")
         loaded = load_study(study, storage) if study else None
+        source = None
         if trial is not None:
             if loaded is None:
                 raise QsearchError("--trial needs --study")
-            chosen = QuantConfig.from_dict(choose_trial(loaded, trial, False).user_attrs["config"])
+            source = choose_trial(loaded, trial, False)
+            chosen = QuantConfig.from_dict(source.user_attrs["config"])
         else:
             try:
                 chosen = QuantConfig.from_dict(json.loads(Path(config).read_text()))
@@ -146,6 +148,9 @@ def measure(
             raise QsearchError(f"the config failed: {exc}") from None
         finally:
             evaluator.close()
+        stored = None
+        if source is not None:
+            stored = store_measurement(loaded, source, speed, threads, objective)
         if as_json:
             print(json.dumps({"config": chosen.to_dict(), "task": task.name, **speed.to_dict()}))
             return
@@ -156,6 +161,44 @@ def measure(
             f"{speed.baseline_sps:.1f} samples/s, candidate {speed.candidate_sps:.1f} samples/s"
             + ("; [yellow]measured under load[/]" if speed.loaded else "")
         )
+        if stored is not None:
+            console.print(stored)
+
+
+def store_measurement(study, trial, speed, threads: int, objective: str) -> str:
+    """Store a `measure` run of a study's trial back into the study, as one more timed block
+    of its pooled speedup (and refresh the dashboard's note), when it measured the same
+    thing: same CPU model, threads and objective as the trial. Says what it did."""
+    from search.liveness import worker_id
+    from search.note import save_frontier_note
+    from search.pipeline import study_max_drop
+    from search.pooled import add_blocks, block
+    from search.results import pooled_speeds
+    from search.worker import worker_info
+
+    recorded = trial.user_attrs.get("worker") or {}
+    settings = study.user_attrs.get("settings") or {}
+    here = worker_info(threads)
+    if (
+        recorded.get("cpu"),
+        settings.get("threads", 1),
+        settings.get("objective", "throughput"),
+    ) != (
+        here["cpu"],
+        threads,
+        objective,
+    ):
+        return (
+            "Not stored in the study: it times another CPU, thread count or objective than "
+            f"trial {trial.number} did."
+        )
+    add_blocks(study, trial.number, [block(speed, "measure", seconds=speed.seconds, **worker_id())])
+    save_frontier_note(study, study_max_drop(study))
+    pooled = pooled_speeds(study)[trial.number]
+    return (
+        f"Stored in the study: trial {trial.number} now pools {pooled.blocks} timed blocks, "
+        f"{pooled.speedup:.3f}x ({pooled.low:.3f}-{pooled.high:.3f})."
+    )
 
 
 @app.command()

@@ -1,11 +1,19 @@
-"""Confirmation: re-measure the frontier so a lucky measurement cannot put a config on it.
+"""Confirmation: re-time the frontier, round-robin, so neither a lucky measurement nor the
+machine's drift between minutes decides it.
 
 The configs on the Pareto frontier, and those whose speedup interval reaches a frontier
-config's at no worse accuracy, are timed again, independently. The new measurement replaces
-the first in the frontier the report shows (the first one was selected for being high, so it
-is biased upward); both are kept. Confirmations live in the study's user attributes
-(`confirmations`), since a finished Optuna trial cannot be changed: the study stays the one
-record of the search.
+config's at no worse accuracy, are timed again in interleaved rounds: each round times every
+candidate once against fp32 (`Evaluator.retime_round`, sessions kept open between rounds),
+starting one further along each round. A drift of the machine's minutes then hits every
+candidate alike: sequential confirmations, one config after another, once read a whole pass
+~6% low and let the minute each config was timed in decide their order. Each round's result
+is one more timed block of the config (`search.pooled`), so its speedup pools the trial,
+the rounds and later `measure` runs, and the order and ties of the pass's candidates come
+from their ratios in the same rounds. A pass that moves the frontier (a lowered config
+promotes another) is followed by another over the new candidates, all of them together,
+so no config reaches the frontier unconfirmed. Everything lives in the study's user
+attributes (`speed_blocks:<trial>`, `confirmation_rounds`, `confirmations`), since a finished
+Optuna trial cannot be changed: the study stays the one record of the search.
 
 Of several workers sharing a study, the one that finished its last trial confirms: the
 others reach the end together with it (one waiting for the other's last trial sees the
@@ -15,6 +23,7 @@ would let all of them re-time the same frontier side by side.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from datetime import datetime
@@ -26,10 +35,14 @@ from search.config import QuantConfig
 from search.errors import TrialError
 from search.liveness import GRACE_PERIOD, HOST, is_interrupted, worker_id
 from search.objective import Evaluator
+from search.pooled import ROUNDS, add_blocks, block, last_pass, pool
 from search.ranking import non_dominated
 from search.results import CONFIRMATIONS, confirmations, trial_rows
 
-MAX_CONFIRMED = 8
+ROUNDS_PER_PASS = 6  # each candidate timed in 6 rounds: 6 blocks, each in other minutes
+MAX_PASSES = 3  # a pass that moves the frontier is followed by one over the new candidates
+MAX_PASS_CONFIGS = 12  # a pass lasts at most 12 candidates' --confirm-seconds
+DEFAULT_SECONDS = 36.0  # per candidate and pass, when not given (3x a trial's 12 s)
 
 
 def to_confirm(rows: pd.DataFrame) -> list[int]:
@@ -86,40 +99,85 @@ def _pid_alive(pid: int) -> bool:
 def confirm_frontier(
     study: optuna.Study,
     evaluator: Evaluator,
-    on_config: Callable[[int], None] | None = None,
-    limit: int = MAX_CONFIRMED,
+    on_round: Callable[[str], None] | None = None,
+    limit: int | None = None,
     seconds: float | None = None,
+    rounds: int = ROUNDS_PER_PASS,
 ) -> dict[int, dict]:
-    """Re-time what `to_confirm` picks until the frontier, read with the confirmations, is
-    all confirmed (a confirmation that lowers a config can promote others), at most `limit`
-    new measurements, each with `seconds` of timing (longer than a trial's: the frontier is
-    what a user acts on); returns all confirmations. Does nothing when another worker
-    finished the last trial (`confirmer_elsewhere`): that one confirms."""
-    done = confirmations(study)
+    """Re-time what `to_confirm` picks, round-robin, until the frontier read with the new
+    blocks is all confirmed (at most MAX_PASSES passes; `limit`, for benchmarks only, keeps
+    the fastest `limit` candidates of a pass). `seconds` is each candidate's timing over a
+    pass (`pass_slot`); returns each confirmed trial's summary. Does nothing when another
+    worker finished the last trial (`confirmer_elsewhere`): that one confirms."""
     if confirmer_elsewhere(study):
-        return done
-    trials = study.get_trials(deepcopy=False)
-    for _ in range(limit):
-        pending = [n for n in to_confirm(trial_rows(study)) if n not in done]
-        if not pending:
+        return confirmations(study)
+    for _ in range(MAX_PASSES):
+        candidates = to_confirm(trial_rows(study))[:limit]
+        if not candidates or set(candidates) <= set(last_pass(study)[0]):
             break
-        number = pending[0]
-        if on_config:
-            on_config(number)
-        config = QuantConfig.from_dict(trials[number].user_attrs["config"])
-        try:
-            speed = evaluator.retime(config, seconds=seconds)
-        except TrialError as exc:
-            done[number] = {"error": str(exc), **worker_id()}
-        else:
-            done[number] = {
-                "speedup": speed.ratio,
-                "low": speed.low,
-                "high": speed.high,
-                "loaded": speed.loaded,
-                "pairs": speed.pairs,
-                "seconds": seconds,
-                **worker_id(),
-            }
-        study.set_user_attr(CONFIRMATIONS, {str(k): v for k, v in done.items()})
-    return done
+        _run_pass(study, evaluator, candidates, seconds, rounds, on_round)
+    return confirmations(study)
+
+
+def pass_slot(seconds: float | None, candidates: int, rounds: int) -> float:
+    """Timing of one candidate in one round: `seconds` per candidate over the pass, the whole
+    pass bounded by MAX_PASS_CONFIGS candidates' worth (more candidates share it: each round
+    still times all of them, and each timing still reaches its minimum blocks)."""
+    per_config = seconds or DEFAULT_SECONDS
+    return per_config * min(candidates, MAX_PASS_CONFIGS) / (candidates * rounds)
+
+
+def _run_pass(
+    study: optuna.Study,
+    evaluator: Evaluator,
+    candidates: list[int],
+    seconds: float | None,
+    rounds: int,
+    on_round: Callable[[str], None] | None,
+) -> None:
+    trials = study.get_trials(deepcopy=False)
+    configs = [QuantConfig.from_dict(trials[n].user_attrs["config"]) for n in candidates]
+    slot = pass_slot(seconds, len(candidates), rounds)
+    logs: list[list[float | None]] = []
+    timed: dict[int, list[dict]] = {n: [] for n in candidates}
+    errors: dict[int, str] = {}
+    try:
+        for r in range(rounds):
+            if on_round:
+                on_round(f"confirming {len(candidates)} configs, round {r + 1}/{rounds}")
+            order = [(r + i) % len(candidates) for i in range(len(candidates))]
+            try:
+                results = evaluator.retime_round([configs[i] for i in order], seconds=slot)
+            except TrialError as exc:  # the child died or overran: this round times nothing
+                results = [str(exc)] * len(order)
+            row: list[float | None] = [None] * len(candidates)
+            for i, speed in zip(order, results, strict=True):
+                number = candidates[i]
+                if isinstance(speed, str):
+                    errors[number] = speed
+                    continue
+                row[i] = math.log(speed.ratio)
+                new = block(speed, "round", round=r, seconds=slot, **worker_id())
+                timed[number].append(new)
+                add_blocks(study, number, [new])
+            logs.append(row)
+            study.set_user_attr(ROUNDS, {"trials": candidates, "logs": logs, **worker_id()})
+    finally:
+        evaluator.end_rounds()
+    done = confirmations(study)
+    for number, blocks in timed.items():
+        if not blocks:
+            done[number] = {"error": errors.get(number, "not timed"), **worker_id()}
+            continue
+        p = pool(blocks)
+        done[number] = {
+            "speedup": p.speedup,
+            "low": p.low,
+            "high": p.high,
+            "loaded": any(b["loaded"] for b in blocks),
+            "pairs": sum(b["pairs"] for b in blocks),
+            "rounds": len(blocks),
+            "seconds": slot * rounds,
+            **worker_id(),
+        }
+    study.set_user_attr(CONFIRMATIONS, {str(k): v for k, v in done.items()})

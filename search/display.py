@@ -56,8 +56,7 @@ def announce_build() -> None:
 def search_with_progress(search):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from search.ranking import within_drop
-    from search.results import trial_rows
+    from search.results import best_row
 
     stop = {"asked": False}
 
@@ -70,12 +69,10 @@ def search_with_progress(search):
     fp32 = search.study.user_attrs["fp32_accuracy"]
     max_drop = search.settings.max_drop
 
-    def best_text() -> str:
-        rows = trial_rows(search.study)
-        ok = rows[within_drop(rows["accuracy"], fp32, max_drop)] if len(rows) else rows
-        if ok.empty:
+    def best_text() -> str:  # the frontier's best, as show, the report and export name it
+        top = best_row(search.study, max_drop)
+        if top is None:
             return "best: -"
-        top = ok.sort_values("speedup").iloc[-1]
         return f"best {top['speedup']:.2f}x at {100 * (top['accuracy'] - fp32):+.1f} pts"
 
     def on_sigterm(signum, frame):  # a service manager or `kill`: stop now, keep the study valid
@@ -112,19 +109,20 @@ def search_with_progress(search):
 
 def print_frontier(study, max_drop: float) -> None:
     """The frontier as a table; its caption names the fastest config within `max_drop`."""
-    from search.ranking import within_drop
-    from search.results import pareto_rows
+    from search.results import best_row, pareto_rows
 
     rows = pareto_rows(study)
     fp32 = study.user_attrs.get("fp32_accuracy")
     caption = None
     if fp32 is not None:
         bar = f"within {100 * max_drop:g} point(s) of fp32 (--max-drop {max_drop:g})"
-        accepted = rows[within_drop(rows["accuracy"], fp32, max_drop)] if len(rows) else rows
+        top = best_row(study, max_drop)
         caption = f"no config {bar}"
-        if not accepted.empty:
-            top = accepted.sort_values("speedup").iloc[-1]
-            caption = f"fastest {bar}: trial {top['trial']}, {top['speedup']:.3f}x"
+        if top is not None:
+            caption = (
+                f"fastest {bar}: trial {top['trial']}, {top['speedup']:.3f}x "
+                f"({top['speedup_low']:.3f}-{top['speedup_high']:.3f})"
+            )
     table = Table(
         title=f"Pareto frontier of {study.study_name}"
         + (f" (fp32 accuracy {fp32:.4f})" if fp32 is not None else ""),

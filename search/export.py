@@ -22,7 +22,7 @@ from search.errors import QsearchError
 from search.files import temp_dir
 from search.measure import make_session
 from search.quantize import quantize
-from search.ranking import within_drop
+from search.results import best_row, pooled_speeds
 from search.structure import model_structure
 from search.tasks.base import TextClassificationTask
 from search.trial_kind import is_measured, source_number, why
@@ -42,21 +42,17 @@ class Exported:
 def choose_trial(
     study: optuna.Study, number: int | None, best: bool, max_drop: float = 0.01
 ) -> FrozenTrial:
-    """Trial `number`, or with `best` the fastest config within `max_drop` of fp32."""
+    """Trial `number`, or with `best` the fastest config within `max_drop` of fp32 by pooled
+    speedup: the frontier's best (`results.best_row`), as the report and `show` name it."""
     trials = study.get_trials(deepcopy=False)
     if best:
-        fp32 = study.user_attrs.get("fp32_accuracy")
-        candidates = [
-            t
-            for t in trials
-            if is_measured(t) and (fp32 is None or within_drop(t.values[0], fp32, max_drop))
-        ]
-        if not candidates:
+        top = best_row(study, max_drop)
+        if top is None:
             raise QsearchError(
                 f"--best found no finished trial within --max-drop {max_drop} of fp32 in study "
                 f"{study.study_name!r}; raise --max-drop or pick one with --trial N"
             )
-        return max(candidates, key=lambda t: t.values[1])
+        return trials[int(top["trial"])]
     if number is None:
         raise QsearchError("export needs --trial N or --best")
     if not 0 <= number < len(trials):
@@ -73,7 +69,11 @@ def choose_trial(
     return trial
 
 
-def model_card(trial: FrozenTrial, config: QuantConfig, metric: str, measured: float) -> str:
+def model_card(
+    trial: FrozenTrial, config: QuantConfig, metric: str, measured: float, pooled=None
+) -> str:
+    """The exported folder's README; `pooled` (a `search.pooled.Pooled`) is the speedup the
+    report and `show` give, pooled over every timed block, else the trial's own."""
     a = trial.user_attrs
     worker = a.get("worker") or {}
     fusions = ",".join(config.disabled_fusions)
@@ -97,6 +97,11 @@ def model_card(trial: FrozenTrial, config: QuantConfig, metric: str, measured: f
         f"{trial.values[1]:.3f}x (95% interval {a.get('speedup_low', 0):.3f}-"
         f"{a.get('speedup_high', 0):.3f})"
     )
+    if pooled is not None and pooled.blocks > 1:
+        speedup = (
+            f"{pooled.speedup:.3f}x (95% interval {pooled.low:.3f}-{pooled.high:.3f}; "
+            f"{pooled.blocks} timed blocks pooled; the trial alone read {trial.values[1]:.3f}x)"
+        )
     size = f"{a.get('model_size_mb', 0):.1f} MB (fp32 {a.get('model_size_fp32_mb', 0):.1f} MB)"
     where = (
         f"{describe_worker(worker)}, onnxruntime {worker.get('onnxruntime', '?')}, "
@@ -172,7 +177,8 @@ def export_trial(
             fp32 = task.outputs(make_session(task.model_path))
         model = make_session(work / "model.onnx", config.session_options())
         measured = task.score(task.outputs(model), fp32)
-        (work / "README.md").write_text(model_card(trial, config, task.metric, measured))
+        pooled = pooled_speeds(study).get(trial.number)
+        (work / "README.md").write_text(model_card(trial, config, task.metric, measured, pooled))
         if out.exists():
             shutil.rmtree(out)
         work.rename(out)

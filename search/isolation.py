@@ -98,8 +98,8 @@ def describe_exit(code: int | None) -> str:
 
 
 class IsolatedEvaluator:
-    """The Evaluator's interface (`evaluate`, `retime`, `fp32_accuracy`, `close`), each call
-    run in the warm child under `time_limit` seconds."""
+    """The Evaluator's interface (`evaluate`, `retime`, `retime_round`, `fp32_accuracy`,
+    `close`), each call run in the warm child under `time_limit` seconds."""
 
     def __init__(
         self,
@@ -182,6 +182,13 @@ class IsolatedEvaluator:
 
     def retime(self, config, seconds: float | None = None):
         return self.call("retime", config, seconds=seconds)
+
+    def retime_round(self, configs, seconds: float | None = None):
+        return self.call("retime_round", configs, seconds=seconds)
+
+    def end_rounds(self) -> None:
+        if self._process is not None and self._process.is_alive():
+            self.call("end_rounds")
 
     def close(self) -> None:
         self._stop()

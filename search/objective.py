@@ -69,6 +69,7 @@ class Evaluator:
         self._baseline_warm = False
         self._fp32_outputs = None
         self._options_gain: dict[tuple, Speedup] = {}
+        self._rounds: dict[str, tuple[Any, Path]] = {}  # confirmation rounds' open sessions
         self.fp32_size_mb = task.model_path.stat().st_size / 1e6
 
     @property
@@ -199,6 +200,39 @@ class Evaluator:
             return self._speedup(session, timing)
         finally:
             shutil.rmtree(out, ignore_errors=True)
+
+    def retime_round(
+        self, configs: list[QuantConfig], seconds: float | None = None
+    ) -> list[Speedup | str]:
+        """One round of a round-robin confirmation (`search.confirm`): each config timed once
+        against fp32, in the order given, for `seconds`. Sessions stay open for the next
+        round (`end_rounds` closes them), so rounds time the same sessions, minutes apart.
+        A config that fails answers its error's message, and the others are still timed."""
+        timing = self.timing if seconds is None else replace(self.timing, seconds=seconds)
+        out: list[Speedup | str] = []
+        for config in configs:
+            try:
+                out.append(self._speedup(self._round_session(config), timing))
+            except TrialError as exc:
+                out.append(str(exc))
+        return out
+
+    def _round_session(self, config: QuantConfig):
+        if config.key not in self._rounds:
+            out = Path(tempfile.mkdtemp(prefix="round-", dir=self.workdir))
+            try:
+                session = self._open(config, self._quantize(config, out, {}))
+            except TrialError:
+                shutil.rmtree(out, ignore_errors=True)
+                raise
+            self._rounds[config.key] = (session, out)
+        return self._rounds[config.key][0]
+
+    def end_rounds(self) -> None:
+        """Close the confirmation rounds' sessions and remove their models."""
+        for _, out in self._rounds.values():
+            shutil.rmtree(out, ignore_errors=True)
+        self._rounds.clear()
 
     def _score(self, session, attrs: dict) -> tuple[np.ndarray, float, list[dict]]:
         """The metric, slice by slice (`task.eval_slices`), pruning as soon as the bound

@@ -21,6 +21,7 @@ from search.isolation import DEFAULT_TIME_LIMIT, IsolatedEvaluator
 from search.liveness import claim_lock, running_elsewhere
 from search.measure import OBJECTIVES, TimingSettings
 from search.metrics import METRICS
+from search.note import save_frontier_note
 from search.objective import Evaluator
 from search.report import write_report
 from search.runner import RunSummary, evaluate_references, evaluated_count, run_search
@@ -357,9 +358,10 @@ class Search:
                 confirm_frontier(
                     self.study,
                     self.evaluator,
-                    on_config=(lambda n: on_stage(f"confirming #{n}")) if on_stage else None,
+                    on_round=on_stage,
                     seconds=self.settings.confirm_seconds or 3 * self.settings.timing_seconds,
                 )
+            save_frontier_note(self.study, self.settings.max_drop)
             return summary
         finally:
             self.evaluator.close()

@@ -15,7 +15,14 @@ import pandas as pd
 
 from search.files import atomic_write
 from search.ranking import within_drop
-from search.results import PRUNED_COLUMNS, failed_rows, pareto_rows, pruned_rows, trial_rows
+from search.results import (
+    PRUNED_COLUMNS,
+    describe_best,
+    failed_rows,
+    pareto_rows,
+    pruned_rows,
+    trial_rows,
+)
 
 
 def _scatter(study: optuna.Study, rows: pd.DataFrame, front: pd.DataFrame):
@@ -246,12 +253,15 @@ a gain owed to the options rather than to quantization. "drop_points" is fp32 ac
 the config's, in points (negative: more accurate than fp32 on this evaluation set);
 "acc_interval" is the 95% interval of the paired accuracy difference (same examples, in
 points). Speedup intervals come from blocks of paired runs and never go below the measured
-run-to-run drift; frontier configs whose intervals overlap are marked as ties. "confirmed"
-configs were timed again at the end of the search and show that independent measurement
-("first_speedup" is the one the search saw). "loaded" marks a measurement during which
+run-to-run drift. A config's speedup pools all its timed blocks ("blocks": its trial, the
+end-of-search confirmation rounds, later `qsearch measure` runs; "first_speedup" is the one
+the search saw); "confirmed" configs were re-timed round-robin at the end of the search, and
+frontier configs are ties when their ratio measured in the same rounds cannot tell them apart
+(without such rounds: when their intervals overlap). "loaded" marks a measurement during which
 another process used the CPU (its interval was widened or its loaded blocks dropped).</p>
 {figures[0] if figures else "<p>No finished trials yet.</p>"}
 <h2>Pareto frontier ({len(front)} configs)</h2>
+<p><b>{e(describe_best(study, max_drop))}</b></p>
 {
         _table(
             front,
@@ -264,6 +274,7 @@ another process used the CPU (its interval was widened or its loaded blocks drop
                 "interval",
                 "tie",
                 "confirmed",
+                "blocks",
                 "first_speedup",
                 "loaded",
                 "options_speedup",

@@ -10,8 +10,16 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from search.ranking import non_dominated
-from search.stats import tie_groups
+from search.pooled import (
+    Pooled,
+    last_pass,
+    pool,
+    relevel,
+    stored_blocks,
+    tie_groups_by_rounds,
+    trial_block,
+)
+from search.ranking import non_dominated, within_drop
 from search.trial_kind import PRUNE_EVIDENCE, REFERENCE, TrialKind, is_measured, trial_kind, why
 from search.worker import describe_worker
 
@@ -20,7 +28,19 @@ CONFIRMATIONS = "confirmations"
 
 
 def confirmations(study: optuna.Study) -> dict[int, dict]:
+    """Each confirmed trial's last confirmation, summed over its rounds (speedup, low, high,
+    loaded, pairs, seconds, rounds, worker)."""
     return {int(k): v for k, v in (study.user_attrs.get(CONFIRMATIONS) or {}).items()}
+
+
+def extra_blocks(study: optuna.Study) -> dict[int, list[dict]]:
+    """Each trial's timed blocks after its own; a study confirmed before blocks were stored
+    has its one confirmation as a block."""
+    blocks = stored_blocks(study)
+    for number, check in confirmations(study).items():
+        if number not in blocks and "speedup" in check:
+            blocks[number] = [{"source": "round", **check}]
+    return blocks
 
 
 COLUMNS = [
@@ -41,35 +61,57 @@ COLUMNS = [
     "key",
     "first_speedup",
     "confirmed",
+    "blocks",
     "loaded",
     "acc_diff_low",
     "acc_diff_high",
 ]
 
 
+def pooled_speeds(study: optuna.Study, trials=None) -> dict[int, Pooled]:
+    """Each measured trial's pooled speedup (`search.pooled`): its trial, confirmation rounds
+    and `measure` runs, the last confirmation pass's candidates placed by their same-round
+    ratios. The one place speed is read from: every view asks this."""
+    extra = extra_blocks(study)
+    out = {}
+    for t in trials if trials is not None else _measured(study):
+        blocks = [trial_block(t)] + [b for b in extra.get(t.number, []) if "speedup" in b]
+        out[t.number] = pool(blocks)
+    passed, logs = last_pass(study)
+    return relevel(out, passed, logs)
+
+
+def _measured(study: optuna.Study) -> list:
+    return [
+        t for t in study.get_trials(deepcopy=False, states=[TrialState.COMPLETE]) if is_measured(t)
+    ]
+
+
 def trial_rows(study: optuna.Study, confirmed: bool = True) -> pd.DataFrame:
-    """One row per evaluated config (duplicates left out), in trial order. With `confirmed`,
-    a config re-measured at the end of the search shows its confirmation's speedup."""
-    checks = confirmations(study) if confirmed else {}
+    """One row per evaluated config (duplicates left out), in trial order, its speedup the
+    pooled one (`pooled_speeds`); without `confirmed`, the trial's own measurement."""
+    trials = _measured(study)
+    speeds = pooled_speeds(study, trials) if confirmed else {}
+    extra = extra_blocks(study) if confirmed else {}
     rows = []
-    for t in study.get_trials(deepcopy=False, states=[TrialState.COMPLETE]):
+    for t in trials:
         a = t.user_attrs
-        if not is_measured(t):
-            continue
         fp32 = a.get("accuracy_fp32", study.user_attrs.get("fp32_accuracy", float("nan")))
-        check = checks.get(t.number) or {}
-        ok = "speedup" in check
+        own = trial_block(t)
+        speed = speeds.get(t.number) or Pooled(own["speedup"], own["low"], own["high"], 1)
+        blocks = extra.get(t.number, [])
         rows.append(
             {
                 "trial": t.number,
                 "accuracy": t.values[0],
                 "drop_points": round(100 * (fp32 - t.values[0]), 2),
-                "speedup": check["speedup"] if ok else t.values[1],
-                "speedup_low": check["low"] if ok else a.get("speedup_low", t.values[1]),
-                "speedup_high": check["high"] if ok else a.get("speedup_high", t.values[1]),
+                "speedup": speed.speedup,
+                "speedup_low": speed.low,
+                "speedup_high": speed.high,
                 "first_speedup": t.values[1],
-                "confirmed": ok,
-                "loaded": bool(a.get("loaded", False) or check.get("loaded", False)),
+                "confirmed": any(b.get("source") == "round" and "speedup" in b for b in blocks),
+                "blocks": speed.blocks,
+                "loaded": bool(a.get("loaded", False) or any(b.get("loaded") for b in blocks)),
                 "acc_diff_low": 100 * a["accuracy_diff_low"] if "accuracy_diff_low" in a else None,
                 "acc_diff_high": (
                     100 * a["accuracy_diff_high"] if "accuracy_diff_high" in a else None
@@ -89,18 +131,37 @@ def trial_rows(study: optuna.Study, confirmed: bool = True) -> pd.DataFrame:
 
 
 def pareto_rows(study: optuna.Study) -> pd.DataFrame:
-    """Exactly the non-dominated evaluated configs, fastest first."""
+    """Exactly the non-dominated evaluated configs by pooled speedup, fastest first: THE
+    frontier (the report, `show`, `export --best`, the progress bar and the dashboard's note
+    all read it). Two configs tie when their ratio measured in the same confirmation rounds
+    does not tell them apart (drift cancels there); without such rounds, when their
+    intervals overlap."""
     rows = trial_rows(study)
     if rows.empty:
-        return rows
+        return rows.assign(tie=pd.Series(dtype=str))
     front = non_dominated(rows[["accuracy", "speedup"]].to_numpy())
     out = rows.iloc[front].sort_values("speedup", ascending=False).reset_index(drop=True)
-    groups = tie_groups(
-        list(zip(out["speedup"], out["speedup_low"], out["speedup_high"], strict=True))
-    )
+    passed, logs = last_pass(study)
+    spans = {
+        int(r.trial): (r.speedup_low, r.speedup_high)
+        for r in out[["trial", "speedup_low", "speedup_high"]].itertuples()
+    }
+    groups = tie_groups_by_rounds([int(n) for n in out["trial"]], spans, passed, logs)
     sizes = pd.Series(groups).value_counts()
     out["tie"] = [f"tie {g + 1}" if sizes[g] > 1 else "" for g in groups]
     return out
+
+
+def best_row(study: optuna.Study, max_drop: float) -> pd.Series | None:
+    """The fastest frontier config within `max_drop` of fp32 (None if there is none): the
+    one best config every view names."""
+    front = pareto_rows(study)
+    fp32 = study.user_attrs.get("fp32_accuracy")
+    if front.empty:
+        return None
+    if fp32 is not None:
+        front = front[within_drop(front["accuracy"], fp32, max_drop)]
+    return None if front.empty else front.iloc[0]
 
 
 # What the failures table lists: trials that measured nothing (copies are left out).
@@ -147,3 +208,15 @@ def failed_rows(study: optuna.Study) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows, columns=["trial", "state", "config", "reason"])
+
+
+def describe_best(study: optuna.Study, max_drop: float) -> str:
+    """The best config in words, as the report and the dashboard's note give it."""
+    best = best_row(study, max_drop)
+    bar = f"within {100 * max_drop:g} point(s) of fp32"
+    if best is None:
+        return f"No config {bar}."
+    return (
+        f"Best {bar}: trial {best['trial']}, {best['speedup']:.3f}x "
+        f"({best['speedup_low']:.3f}-{best['speedup_high']:.3f}), {best['config']}"
+    )

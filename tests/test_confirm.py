@@ -1,60 +1,173 @@
-"""Confirmation re-times until the frontier, read with the confirmations, is all confirmed."""
+"""Confirmation re-times the frontier round-robin until, read with the new blocks, it is all
+confirmed; the order and ties of its candidates come from ratios of the same rounds."""
 
+import math
 from types import SimpleNamespace
 
 import optuna
+import pytest
 from optuna.distributions import CategoricalDistribution
 
-from search.confirm import confirm_frontier
-from search.results import confirmations, pareto_rows
+from search.confirm import confirm_frontier, pass_slot
+from search.results import confirmations, pareto_rows, trial_rows
 
 
-class Retimer:
-    """Re-measures: the lucky config (key 'lucky') turns out slower than first seen."""
+class Rounds:
+    """Times configs as an evaluator's `retime_round` does, with a true speed per config
+    (by its excluded node) and a drift of the machine that changes from round to round and
+    hits every config of a round alike."""
 
-    def __init__(self):
-        self.calls = []
-        self.seconds = []
+    def __init__(self, true, drift=(1.0,), wobble=0.0):
+        self.true, self.drift, self.wobble = true, drift, wobble
+        self.rounds: list[list[str]] = []
+        self.seconds: list[float] = []
+        self.ended = 0
 
-    def retime(self, config, seconds=None):
-        self.calls.append(config.operators)
+    def retime_round(self, configs, seconds=None):
+        r = len(self.rounds)
+        self.rounds.append([c.excluded_nodes[0] for c in configs])
         self.seconds.append(seconds)
-        ratio = 1.2 if config.operators == ("Gather", "MatMul") else self.first[config.operators]
-        return SimpleNamespace(
-            ratio=ratio, low=ratio * 0.97, high=ratio * 1.03, loaded=False, pairs=12
-        )
+        out = []
+        names = sorted(self.true)
+        for c in configs:
+            k = names.index(c.excluded_nodes[0])  # a config's own noise, even over 6 rounds
+            jitter = 1 + self.wobble * (1 if (r + k) % 2 else -1)
+            ratio = self.true[c.excluded_nodes[0]] * self.drift[r % len(self.drift)] * jitter
+            out.append(
+                SimpleNamespace(
+                    ratio=ratio, low=ratio / 1.02, high=ratio * 1.02, loaded=False, pairs=12
+                )
+            )
+        return out
+
+    def end_rounds(self):
+        self.ended += 1
 
 
-def add(study, accuracy, speedup, operators):
+def add(study, accuracy, speedup, node, half=0.03):
     study.add_trial(
         optuna.trial.create_trial(
             values=[accuracy, speedup],
             params={"mode": "dynamic"},
             distributions={"mode": CategoricalDistribution(["dynamic"])},
             user_attrs={
-                "config": {"mode": "dynamic", "operators": list(operators)},
-                "speedup_low": speedup * 0.97,
-                "speedup_high": speedup * 1.03,
-                "description": "+".join(operators),
+                "config": {"mode": "dynamic", "operators": ["MatMul"], "excluded_nodes": [node]},
+                "speedup_low": speedup * (1 - half),
+                "speedup_high": speedup * (1 + half),
+                "description": node,
             },
         )
     )
 
 
-def test_a_lucky_config_is_demoted_and_the_new_frontier_is_confirmed_too():
+def new_study():
     study = optuna.create_study(directions=["maximize", "maximize"])
     study.set_user_attr("fp32_accuracy", 0.8)
-    add(study, 0.80, 1.60, ("Gather", "MatMul"))  # lucky: really 1.2
-    add(study, 0.80, 1.45, ("MatMul",))  # dominated at first, frontier once 0 is demoted
-    add(study, 0.70, 1.30, ("Gather",))
-    retimer = Retimer()
-    retimer.first = {("MatMul",): 1.45, ("Gather",): 1.30}
+    return study
+
+
+def test_a_lucky_config_is_demoted_and_the_new_frontier_is_confirmed_too():
+    study = new_study()
+    add(study, 0.80, 1.60, "lucky")  # really 1.2
+    add(study, 0.80, 1.45, "steady")  # dominated at first, frontier once 0 is demoted
+    add(study, 0.70, 1.30, "poor")
+    rounds = Rounds({"lucky": 1.2, "steady": 1.45, "poor": 1.30})
     assert set(pareto_rows(study)["trial"]) == {0}
-    done = confirm_frontier(study, retimer, seconds=36.0)
-    assert done[0]["speedup"] == 1.2
+    done = confirm_frontier(study, rounds, seconds=36.0)
+    assert done[0]["speedup"] == pytest.approx(1.2)
     front = pareto_rows(study)
-    assert 1 in set(front["trial"]) and front["confirmed"].all()
+    assert list(front["trial"]) == [1] and front["confirmed"].all()
     assert set(confirmations(study)) >= set(front["trial"])
-    assert len(retimer.calls) == len(set(retimer.calls))  # nothing re-timed twice
-    assert set(retimer.seconds) == {36.0}  # the longer budget of confirmations
-    assert all(c["seconds"] == 36.0 for c in done.values())
+    assert [r for r in rounds.rounds if "lucky" in r] and "poor" not in sum(rounds.rounds, [])
+    assert rounds.ended == 2  # two passes, each closing its sessions
+    assert all(c["seconds"] == pytest.approx(36.0) for c in done.values())
+
+
+def test_every_frontier_config_is_confirmed_however_many_there_are():
+    """Twelve configs trading accuracy for speed are all on the frontier: every one is
+    confirmed (the old cap of eight left frontier configs on their trial values)."""
+    study = new_study()
+    true = {}
+    for i in range(12):
+        add(study, 0.80 - 0.01 * i, 1.2 + 0.1 * i, f"n{i}")
+        true[f"n{i}"] = 1.2 + 0.1 * i
+    rounds = Rounds(true)
+    confirm_frontier(study, rounds, seconds=12.0)
+    front = pareto_rows(study)
+    assert len(front) == 12 and front["confirmed"].all()
+    # round-robin: every round times every candidate once, starting one further along
+    assert len(rounds.rounds) == 6 and all(sorted(r) == sorted(true) for r in rounds.rounds)
+    assert len({r[0] for r in rounds.rounds}) == 6
+    assert rounds.seconds == [pytest.approx(pass_slot(12.0, 12, 6))] * 6
+
+
+def test_the_total_time_of_a_pass_is_bounded():
+    assert pass_slot(36.0, 4, 6) * 4 * 6 == pytest.approx(4 * 36.0)
+    assert pass_slot(36.0, 40, 6) * 40 * 6 == pytest.approx(12 * 36.0)
+
+
+def test_order_and_ties_come_from_ratios_in_the_same_rounds():
+    """The machine drifts by +-8% between rounds; two configs 2% apart keep their order and
+    are told apart by their same-round ratio, though their pooled intervals overlap."""
+    study = new_study()
+    add(study, 0.80, 1.50, "a")
+    add(study, 0.801, 1.48, "b")  # a little more accurate, so both are on the frontier
+    rounds = Rounds({"a": 1.47, "b": 1.50}, drift=(1.08, 0.92, 1.0, 1.05, 0.95, 1.0), wobble=0.002)
+    confirm_frontier(study, rounds, seconds=12.0)
+    front = pareto_rows(study)
+    assert list(front["trial"]) == [1]  # b is faster and more accurate: a is dominated
+    rows = trial_rows(study).set_index("trial")
+    assert rows.loc[0, "speedup_high"] > rows.loc[1, "speedup_low"]  # intervals overlap
+
+
+def test_close_configs_measured_in_the_same_rounds_are_not_a_tie():
+    study = new_study()
+    add(study, 0.80, 1.50, "a")
+    add(study, 0.79, 1.53, "b")
+    rounds = Rounds({"a": 1.50, "b": 1.53}, drift=(1.08, 0.92, 1.0, 1.05, 0.95, 1.0), wobble=0.002)
+    confirm_frontier(study, rounds, seconds=12.0)
+    front = pareto_rows(study)
+    assert list(front["trial"]) == [1, 0]
+    assert front["speedup_high"].iloc[1] > front["speedup_low"].iloc[0]  # they overlap...
+    assert list(front["tie"]) == ["", ""]  # ...but the same rounds tell them apart
+    ratio = front["speedup"].iloc[0] / front["speedup"].iloc[1]
+    assert ratio == pytest.approx(1.53 / 1.50, rel=1e-3)  # the rounds' ratio, not the levels'
+
+
+def test_configs_the_rounds_cannot_tell_apart_tie():
+    study = new_study()
+    add(study, 0.80, 1.50, "a")
+    add(study, 0.79, 1.51, "b")
+    rounds = Rounds({"a": 1.50, "b": 1.501}, drift=(1.08, 0.92, 1.0), wobble=0.01)
+    confirm_frontier(study, rounds, seconds=12.0)
+    assert list(pareto_rows(study)["tie"]) == ["tie 1", "tie 1"]
+
+
+def test_a_confirmed_frontier_is_not_confirmed_again():
+    study = new_study()
+    add(study, 0.80, 1.50, "a")
+    rounds = Rounds({"a": 1.5})
+    confirm_frontier(study, rounds, seconds=12.0)
+    timed = len(rounds.rounds)
+    confirm_frontier(study, rounds, seconds=12.0)
+    assert len(rounds.rounds) == timed
+
+
+def test_a_config_that_fails_in_every_round_is_recorded_and_the_others_confirmed():
+    class Failing(Rounds):
+        def retime_round(self, configs, seconds=None):
+            out = super().retime_round(configs, seconds)
+            return [
+                "onnxruntime refused it" if c.excluded_nodes[0] == "bad" else s
+                for c, s in zip(configs, out, strict=True)
+            ]
+
+    study = new_study()
+    add(study, 0.80, 1.50, "a")
+    add(study, 0.79, 1.60, "bad")
+    done = confirm_frontier(study, Failing({"a": 1.5, "bad": 1.6}), seconds=12.0)
+    assert done[1] == {
+        "error": "onnxruntime refused it",
+        **{k: done[1][k] for k in done[1] if k != "error"},
+    }
+    assert "speedup" in done[0] and not math.isnan(done[0]["speedup"])
