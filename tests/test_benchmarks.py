@@ -2,6 +2,7 @@
 speed belongs to the benchmarks, these machines are noisy)."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 from search.measure import TimingSettings
@@ -99,3 +100,24 @@ def test_node_scopes_times_every_candidate_round_robin(tiny_task):
         assert len(row["rounds"]) == 2 and row["low"] <= row["speedup"] <= row["high"]
     scopes = {bench.candidates()[n].matmul_scope for n in names}
     assert scopes == {"all", "weights"}
+
+
+def test_confirmation_compares_sequential_and_round_robin_on_the_same_configs(tiny_task):
+    bench = load("confirmation")
+    timing = TimingSettings(seconds=0.2, min_blocks=2, block_pairs=1)
+    result = bench.run_benchmark(
+        tiny_task, repeats=2, seconds=0.2, rounds=2, progress=lambda _: None, timing=timing
+    )
+    names = list(bench.candidates())
+    assert len(names) == 4 and len(set(result["configs"].values())) == 4
+    for method in ("sequential", "round_robin"):
+        s = result[method]
+        assert set(s["speedup_cv"]) == set(names) and len(s["ratio_cv"]) == 3
+        assert all(cv >= 0 for cv in [*s["speedup_cv"].values(), *s["ratio_cv"].values()])
+        assert 0 <= s["same_order"] <= s["repeats"] == 2 and 0 <= s["coverage"] <= 1
+        assert sorted(s["order"]) == sorted(names)
+        runs = result["runs"][method]
+        assert len(runs) == 2 and all(len(r) == 4 for r in runs)
+        assert all(c["low"] <= c["speedup"] <= c["high"] for r in runs for c in r)
+    assert all(c["blocks"] == 2 for r in result["runs"]["round_robin"] for c in r)
+    json.dumps(result)  # the JSON line

@@ -180,7 +180,10 @@ def test_a_study_searched_with_another_space_is_refused(workdir, tiny_task_dir):
 def test_frontier_is_confirmed_and_a_trial_can_be_re_measured(workdir, tiny_task_dir):
     import json
 
-    from search.results import confirmations
+    from optuna_dashboard import get_note
+
+    from search.note import frontier_note
+    from search.results import confirmations, pooled_speeds
 
     result = invoke(
         "run",
@@ -201,9 +204,11 @@ def test_frontier_is_confirmed_and_a_trial_can_be_re_measured(workdir, tiny_task
     checked = confirmations(study)
     front = pareto_rows(study)
     assert set(front["trial"]) <= set(checked)
-    assert front["confirmed"].all()
+    assert front["confirmed"].all() and (front["blocks"] > 1).all()  # trial + rounds pooled
+    speeds = pooled_speeds(study)
     for number in front["trial"]:
-        assert front.set_index("trial").loc[number, "speedup"] == checked[number]["speedup"]
+        assert front.set_index("trial").loc[number, "speedup"] == speeds[number].speedup
+    assert get_note(study) == frontier_note(study, 0.01)  # the dashboard's note: the same
 
     measured = invoke(
         "measure",
@@ -218,6 +223,9 @@ def test_frontier_is_confirmed_and_a_trial_can_be_re_measured(workdir, tiny_task
     assert measured.exit_code == 0, measured.output
     line = json.loads(measured.output.strip().splitlines()[-1])
     assert line["low"] <= line["ratio"] <= line["high"] and line["baseline_sps"] > 0
+    number = int(front["trial"][0])
+    again = pooled_speeds(load(workdir, "conf"))[number]
+    assert again.blocks == speeds[number].blocks + 1  # the measure run is stored back
     bad = invoke("measure", "--study", "conf")
     assert bad.exit_code == 2 and "either --study NAME --trial N, or --config" in bad.output
 

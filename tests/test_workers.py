@@ -91,9 +91,12 @@ class Retimer:
     def __init__(self):
         self.calls = []
 
-    def retime(self, config, seconds=None):
-        self.calls.append(config.operators)
-        return SimpleNamespace(ratio=1.5, low=1.4, high=1.6, loaded=False, pairs=4)
+    def retime_round(self, configs, seconds=None):
+        self.calls += [c.operators for c in configs]
+        return [SimpleNamespace(ratio=1.5, low=1.4, high=1.6, loaded=False, pairs=4)] * len(configs)
+
+    def end_rounds(self):
+        pass
 
 
 def finished_study(host: str, pid: int) -> optuna.Study:

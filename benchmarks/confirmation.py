@@ -1,0 +1,164 @@
+"""The confirmation itself, measured: R independent confirmations of the same 4 configs of
+the default task, sequential (each config re-timed for --seconds, one after another: the old
+end-of-search confirmation, `Evaluator.retime`) against round-robin (--rounds rounds, each
+timing every config once for --seconds/--rounds against fp32: `Evaluator.retime_round`, as
+`search.confirm` does now), with the same timing per config either way.
+
+Why: sequential re-timing lets the machine's drift between minutes decide the order of the
+configs (five sequential 36 s confirmations once all read ~6% low); round-robin makes the
+drift hit all alike. Printed per method: the CV across repeats of each config's speedup and
+of each config's ratio to the first, in how many repeats the configs' order was the order
+of their medians, and how often the intervals (round-robin: pooled over the rounds with the
+drift floor, `search.pooled.pool`; sequential: each run's own) cover the median of all the
+repeats of that method. One JSON line at the end. The two methods alternate which goes
+first from one repeat to the next.
+
+    .venv/bin/python benchmarks/confirmation.py --repeats 10 --seconds 36 --rounds 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from search.config import QuantConfig  # noqa: E402
+from search.measure import TimingSettings  # noqa: E402
+from search.pooled import block, pool  # noqa: E402
+from search.quantize import quiet_libraries  # noqa: E402
+from search.worker import describe_worker, worker_info  # noqa: E402
+
+FUSION_OFF = ("SkipLayerNormFusion",)
+METHODS = ("sequential", "round_robin")
+
+
+def candidates() -> dict[str, QuantConfig]:
+    """Four dynamic configs near the default task's frontier, a few percent apart."""
+    base = QuantConfig(
+        operators=("MatMul",), per_channel=True, disabled_fusions=FUSION_OFF, matmul_scope="weights"
+    )
+    return {
+        "weight MatMuls, per-channel": base,
+        "weight MatMuls, per-tensor": base.replace(per_channel=False),
+        "all MatMuls, per-channel": base.replace(matmul_scope="all"),
+        "weight MatMuls, per-channel, fusion on": base.replace(disabled_fusions=()),
+    }
+
+
+def sequential(evaluator, configs: list[QuantConfig], seconds: float) -> list[dict]:
+    """Each config timed once for `seconds`, one after another: its speedup and interval."""
+    out = []
+    for config in configs:
+        s = evaluator.retime(config, seconds=seconds)
+        out.append({"speedup": s.ratio, "low": s.low, "high": s.high})
+    return out
+
+
+def round_robin(evaluator, configs: list[QuantConfig], seconds: float, rounds: int) -> list[dict]:
+    """`rounds` rounds, each timing every config for seconds/rounds (starting one further
+    along each round); each config's rounds pooled (`search.pooled.pool`)."""
+    blocks: list[list[dict]] = [[] for _ in configs]
+    try:
+        for r in range(rounds):
+            order = [(r + i) % len(configs) for i in range(len(configs))]
+            speeds = evaluator.retime_round([configs[i] for i in order], seconds=seconds / rounds)
+            for i, s in zip(order, speeds, strict=True):
+                if isinstance(s, str):
+                    raise RuntimeError(f"{configs[i].describe()} failed: {s}")
+                blocks[i].append(block(s, "round"))
+    finally:
+        evaluator.end_rounds()
+    return [pool(b).to_dict() for b in blocks]
+
+
+def _cv(values) -> float:
+    values = np.asarray(values, dtype=float)
+    return float(np.std(values, ddof=1) / np.mean(values)) if len(values) > 1 else 0.0
+
+
+def summarize(names: list[str], repeats: list[list[dict]]) -> dict:
+    """CVs, order stability and interval coverage of one method's repeats."""
+    speeds = np.asarray([[c["speedup"] for c in rep] for rep in repeats])  # repeats x configs
+    medians = np.median(speeds, axis=0)
+    median_order = list(np.argsort(-medians))
+    same = sum(list(np.argsort(-row)) == median_order for row in speeds)
+    covered = [c["low"] <= medians[j] <= c["high"] for rep in repeats for j, c in enumerate(rep)]
+    ratios = speeds[:, 1:] / speeds[:, :1]
+    return {
+        "speedup_cv": {n: _cv(speeds[:, j]) for j, n in enumerate(names)},
+        "median_speedup": {n: float(medians[j]) for j, n in enumerate(names)},
+        "ratio_cv": {
+            f"{n} / {names[0]}": _cv(ratios[:, j - 1]) for j, n in enumerate(names) if j > 0
+        },
+        "same_order": int(same),
+        "repeats": len(repeats),
+        "order": [names[j] for j in median_order],
+        "coverage": float(np.mean(covered)),
+    }
+
+
+def run_benchmark(
+    task, repeats: int, seconds: float, rounds: int, progress=print, timing=None
+) -> dict:
+    """R repeats of both methods on `task` (see the docstring); the summary and raw runs."""
+    from search.objective import Evaluator
+
+    configs = candidates()
+    names, values = list(configs), list(configs.values())
+    evaluator = Evaluator(task, timing or TimingSettings())
+    runs: dict[str, list[list[dict]]] = {m: [] for m in METHODS}
+    try:
+        for r in range(repeats):
+            for method in METHODS if r % 2 == 0 else METHODS[::-1]:
+                if method == "sequential":
+                    result = sequential(evaluator, values, seconds)
+                else:
+                    result = round_robin(evaluator, values, seconds, rounds)
+                runs[method].append(result)
+                speeds = ", ".join(f"{c['speedup']:.3f}" for c in result)
+                progress(f"repeat {r + 1}/{repeats} {method}: {speeds}")
+    finally:
+        evaluator.close()
+    return {
+        "cpu": describe_worker(worker_info()),
+        "configs": {n: c.describe() for n, c in configs.items()},
+        "seconds_per_config": seconds,
+        "rounds": rounds,
+        **{m: summarize(names, runs[m]) for m in METHODS},
+        "runs": runs,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--seconds", type=float, default=36.0, help="timing per config")
+    parser.add_argument("--rounds", type=int, default=6, help="round-robin rounds")
+    args = parser.parse_args()
+    quiet_libraries()
+    from search.tasks.default import default_task
+
+    result = run_benchmark(
+        default_task(), args.repeats, args.seconds, args.rounds, lambda m: print(m, file=sys.stderr)
+    )
+    print(f"CPU: {result['cpu']}; {args.repeats} repeats, {args.seconds:g} s per config")
+    for method in METHODS:
+        s = result[method]
+        print(
+            f"\n{method}: same order in {s['same_order']}/{s['repeats']} repeats; "
+            f"interval coverage {100 * s['coverage']:.0f}%"
+        )
+        for name, cv in s["speedup_cv"].items():
+            print(f"  {name:<42} median {s['median_speedup'][name]:.3f}x  CV {100 * cv:.2f}%")
+        for pair, cv in s["ratio_cv"].items():
+            print(f"  ratio {pair:<72} CV {100 * cv:.2f}%")
+    print(json.dumps({k: v for k, v in result.items() if k != "runs"}))
+
+
+if __name__ == "__main__":
+    main()
