@@ -221,6 +221,10 @@ def dashboard(
             raise QsearchError(
                 "the dashboard needs optuna-dashboard: pip install 'qsearch[dashboard]'"
             ) from None
+        from search.note import save_frontier_note
+        from search.pipeline import study_max_drop
+
+        save_frontier_note(loaded, study_max_drop(loaded))  # qsearch's frontier, as its note
         console.print(f"optuna-dashboard for study {study!r}: http://{host}:{port}/")
         optuna_dashboard.run_server(loaded._storage, host=host, port=port)
 

@@ -14,7 +14,7 @@ import optuna
 from optuna.trial import TrialState
 
 from search.ranking import non_dominated
-from search.results import confirmations
+from search.results import pooled_speeds
 from search.trial_kind import EVALUATIONS, TrialKind, trial_kind
 
 GRAPHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
@@ -33,10 +33,10 @@ class TrialContext:
 
 def trial_context(study: optuna.Study) -> TrialContext:
     """The context of the next trial of `study`: graphs measured and the current frontier
-    (a confirmation's interval replaces the first measurement's, as in the report)."""
+    (each config's pooled interval, as in the report: `results.pooled_speeds`)."""
     graphs: dict[str, int] = {}
     points: list[tuple[float, float]] = []
-    checks = confirmations(study)
+    speeds = pooled_speeds(study)
     for t in study.get_trials(deepcopy=False, states=GRAPHED):
         a, kind = t.user_attrs, trial_kind(t)
         if kind not in EVALUATIONS:  # copies, invalid combinations, interruptions
@@ -44,7 +44,6 @@ def trial_context(study: optuna.Study) -> TrialContext:
         if a.get("graph_key"):
             graphs.setdefault(a["graph_key"], t.number)
         if kind == TrialKind.MEASURED and t.values:
-            low = (checks.get(t.number) or {}).get("low", a.get("speedup_low", t.values[1]))
-            points.append((float(t.values[0]), float(low)))
+            points.append((float(t.values[0]), float(speeds[t.number].low)))
     front = tuple(points[i] for i in non_dominated(points)) if points else ()
     return TrialContext(known_graphs=graphs, frontier=front)

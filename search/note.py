@@ -36,8 +36,13 @@ def frontier_note(study: optuna.Study, max_drop: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def save_frontier_note(study: optuna.Study, max_drop: float) -> None:
-    """Write `frontier_note` as the study's note (optuna-dashboard's note API)."""
-    from optuna_dashboard import save_note
-
+def save_frontier_note(study: optuna.Study, max_drop: float) -> bool:
+    """Write `frontier_note` as the study's note (optuna-dashboard's note API); whether it
+    was written. optuna-dashboard is an optional extra: without it there is no note to
+    write, and `qsearch dashboard` (which needs it) writes the note before it serves."""
+    try:
+        from optuna_dashboard import save_note
+    except ImportError:
+        return False
     save_note(study, frontier_note(study, max_drop))
+    return True

@@ -48,6 +48,9 @@ def test_isolated_evaluation_matches_in_process(tiny_task):
         assert there.attrs["config_key"] == config.key
         assert isolated.fp32_accuracy == inline.fp32_accuracy
         assert isolated.retime(config).ratio > 0
+        rounds = [isolated.retime_round([config], seconds=0.1) for _ in range(2)]
+        assert all(r[0].ratio > 0 for r in rounds)  # the child keeps the session between rounds
+        isolated.end_rounds()
     finally:
         inline.close()
         isolated.close()

@@ -118,3 +118,11 @@ def test_the_model_card_gives_the_pooled_speedup():
 
     card = model_card(study.trials[0], QuantConfig(), "accuracy", 0.8, pooled_speeds(study)[0])
     assert "5 timed blocks pooled; the trial alone read 2.000x" in card
+
+
+def test_racing_reads_the_pooled_frontier_too():
+    from search.context import trial_context
+
+    study = two_configs()
+    pooled = pooled_speeds(study)
+    assert sorted(trial_context(study).frontier) == [(0.8, pooled[1].low)]
