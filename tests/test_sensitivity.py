@@ -95,3 +95,11 @@ def test_fallback_run_end_to_end_on_the_tiny_task(workdir, tiny_task_dir):
     assert ranked[0] in shown.output and "MSE" in shown.output
     missing = runner.invoke(app, ["sensitivity", "--study", "no-such-study"])
     assert missing.exit_code == 2 and "must exist" in missing.output
+
+
+def test_sensitivity_of_a_study_without_a_measured_trial_is_a_clear_error(workdir):
+    (workdir / "studies").mkdir()
+    optuna.create_study(study_name="empty", storage="sqlite:///studies/empty.db")
+    result = runner.invoke(app, ["sensitivity", "--study", "empty"])
+    assert result.exit_code == 2 and "must hold a measured trial" in result.output
+    assert "Traceback" not in result.output
