@@ -7,6 +7,7 @@ study is written, so bad input leaves nothing behind. The CLI only parses and di
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,8 +36,7 @@ from search.study import check_storage_url, check_study_name, default_storage, o
 from search.tasks.base import TextClassificationTask
 from search.tasks.custom import DataSettings, build_task
 from search.tasks.default import default_task, load_task_dir
-from search.tasks.inputs import PADDINGS
-from search.tasks.outputs import POOLINGS
+from search.tasks.outputs import check_serving_shape
 from search.worker import worker_info
 
 DEFAULT_BUDGET = {"beam": 60, "sampler": 20}
@@ -58,7 +58,6 @@ class RunSettings:
     space: str = _setting("default", "search")
     beam: int | None = _setting(None, "search")
     sampler: str | None = _setting(None, "search")
-    fallback: bool = _setting(False, "search")
     trials: int | None = _setting(None, "search")
     timeout: float | None = _setting(None, "search")
     study: str | None = _setting(None, key="name")
@@ -138,21 +137,7 @@ class RunSettings:
             )
         if self.threads < 1:
             raise QsearchError(f"--threads must be at least 1, but got {self.threads}")
-        if self.batch_size is not None and self.batch_size < 1:
-            raise QsearchError(f"--batch-size must be at least 1, but got {self.batch_size}")
-        if self.max_length < 2:
-            raise QsearchError(
-                f"--max-length must be at least 2 (the CLS and SEP tokens), but got "
-                f"{self.max_length}"
-            )
-        if self.padding not in PADDINGS:
-            raise QsearchError(
-                f"--padding must be one of {', '.join(PADDINGS)}, but got {self.padding!r}"
-            )
-        if self.pooling is not None and self.pooling not in POOLINGS:
-            raise QsearchError(
-                f"--pooling must be one of {', '.join(POOLINGS)}, but got {self.pooling!r}"
-            )
+        check_serving_shape(self.batch_size, self.max_length, self.padding, self.pooling)
         if self.study is not None:
             check_study_name(self.study)
         if (self.model is None) != (self.data is None):
@@ -270,19 +255,14 @@ class Search:
         build that takes minutes, once nothing else can fail first) and open the study."""
         space = load_space(settings.space)
         strategy = make_strategy(
-            settings.beam,
-            settings.sampler,
-            seed=settings.seed,
-            max_drop=settings.max_drop,
-            fallback=settings.fallback,
+            settings.beam, settings.sampler, seed=settings.seed, max_drop=settings.max_drop
         )
         if settings.storage is not None:
             check_storage_url(settings.storage)  # refused before the task is built
         if before_task:
             before_task()
         task = load_task(settings, task_progress)
-        structure = model_structure(task.model_path)
-        space = strategy.bind(space.resolve(task.operators, structure=structure), structure)
+        space = space.resolve(task.operators, structure=model_structure(task.model_path))
         name = check_study_name(settings.study or f"{task.name}-{space.name}-{strategy.name}")
         study = open_study(
             name,
@@ -322,22 +302,34 @@ class Search:
         should_stop: Callable[[], bool] | None = None,
         on_stage: Callable[[str], None] | None = None,
     ) -> RunSummary:
+        started = time.monotonic()
+
+        def search(strategy: Strategy) -> RunSummary:
+            # one --timeout for the whole run: the seed phase's time counts against it
+            timeout = self.settings.timeout
+            if timeout is not None:
+                timeout = max(timeout - (time.monotonic() - started), 1e-3)
+            return run_search(
+                self.study,
+                self.space,
+                strategy,
+                self.evaluator,
+                self.settings.budget,
+                timeout,
+                on_trial,
+                should_stop=should_stop,
+                lock=self.lock,
+            )
+
         try:
+            seeded = RunSummary()
             seeds = self.seeds() if self.settings.seeds else {}
             if seeds:  # first: the known-good recipes, a good answer within a minute
                 if on_stage:
                     on_stage("seed recipes")
-                run_search(
-                    self.study,
-                    self.space,
-                    SeedStrategy(seeds),
-                    self.evaluator,
-                    self.settings.budget,
-                    self.settings.timeout,
-                    on_trial,
-                    should_stop=should_stop,
-                    lock=self.lock,
-                )
+                seeded = search(SeedStrategy(seeds))
+                if seeded.stopped_because == "interrupted":
+                    return seeded
             if self.settings.presets:
                 if on_stage:
                     on_stage("Optimum presets")
@@ -346,18 +338,10 @@ class Search:
                 )
             if on_stage:
                 on_stage("trials")
-            self.strategy.prepare(self.study, self.space, self.task)  # fallback: sensitivity
-            summary = run_search(
-                self.study,
-                self.space,
-                self.strategy,
-                self.evaluator,
-                self.settings.budget,
-                self.settings.timeout,
-                on_trial,
-                should_stop=should_stop,
-                lock=self.lock,
-            )
+            summary = search(self.strategy)
+            summary.evaluated += seeded.evaluated  # this run's trials, seeds included
+            summary.failed += seeded.failed
+            summary.duplicates += seeded.duplicates
             if running_elsewhere(self.study):
                 summary.stopped_because += "; other workers are still running trials, the last "
                 summary.stopped_because += "one to finish confirms the frontier"

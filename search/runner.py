@@ -194,11 +194,15 @@ def _next_pick(
     """Under the claim lock: the next config nobody has evaluated or is evaluating."""
     proposed = strategy.propose(study, space)
     if proposed != SAMPLE:
+        # A strategy whose next proposals depend on what others are evaluating (the beam's
+        # next round) waits for them; one that does not (the seeds) is done when nothing of
+        # its own is left, and the worker moves on.
+        waiting = "wait" if strategy.waits_for_others else "done"
         if not proposed:
-            return _Pick(outcome="wait" if running else "done")
+            return _Pick(outcome=waiting if running else "done")
         free = [p for p in proposed if p.config.key not in known and p.config.key not in running]
         if not free:  # the round's remaining configs are all being evaluated elsewhere
-            return _Pick(outcome="wait")
+            return _Pick(outcome=waiting)
         study.enqueue_trial(space.params(free[0].config), user_attrs=free[0].attrs)
     trial = study.ask()
     pick = _claim(study, trial, space, running)

@@ -83,3 +83,30 @@ def test_seeds_are_the_first_trials_counted_and_the_beam_keeps_them():
     assert neighbours & {
         t.user_attrs["config_key"] for t in study.trials if "config_key" in t.user_attrs
     }
+
+
+def test_a_run_starts_with_this_cpu_s_recipes_before_presets_and_strategy(
+    tmp_path, monkeypatch, tiny_task_dir
+):
+    from typer.testing import CliRunner
+
+    from search.cli import app
+    from search.structure import model_structure
+    from search.tasks.default import load_task_dir
+    from search.worker import worker_info
+
+    monkeypatch.chdir(tmp_path)
+    args = ["run", "--task-dir", str(tiny_task_dir), "--space", "dynamic", "--beam", "2"]
+    args += ["--trials", "4", "--timing-seconds", "0.2", "--no-confirm", "--no-report"]
+    result = CliRunner().invoke(app, [*args, "--study", "seeded"])
+    assert result.exit_code == 0, result.output
+    study = optuna.load_study(study_name="seeded", storage="sqlite:///studies/seeded.db")
+    task = load_task_dir(tiny_task_dir)
+    space = load_space("dynamic").resolve(
+        task.operators, structure=model_structure(task.model_path)
+    )
+    expected = seeds_for(worker_info()["isa"], space)
+    seeded = [t.user_attrs.get(SEED) for t in study.trials[: len(expected)]]
+    assert seeded == list(expected)  # first, in the recipes' order, before Optimum's presets
+    assert [t for t in study.trials[len(expected) :] if t.user_attrs.get(SEED)] == []
+    assert study.trials[len(expected)].user_attrs.get("reference")  # then the presets

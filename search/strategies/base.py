@@ -64,19 +64,12 @@ class Strategy(ABC):
     """Proposes what to evaluate next from the trials already in the study."""
 
     name: str = "strategy"
+    # Whether a worker with nothing free to evaluate waits for the trials under way elsewhere
+    # (a beam round must be finished before the next is known) or is done.
+    waits_for_others: bool = True
 
     def sampler(self) -> optuna.samplers.BaseSampler | None:
         """The Optuna sampler the study is created with (None: Optuna's default)."""
-        return None
-
-    def bind(self, space: SearchSpace, structure) -> SearchSpace:
-        """The space this strategy searches, once bound to the model's `structure` (a
-        `search.structure.Structure`): the space itself unless a strategy adds dimensions."""
-        return space
-
-    def prepare(self, study: optuna.Study, space: SearchSpace, task) -> None:
-        """Work done once before the trials, from the task (e.g. the fallback's
-        sensitivity); nothing by default."""
         return None
 
     @abstractmethod

@@ -14,12 +14,13 @@ SEED = "seed"  # trial attribute: the recipe's name
 
 class SeedStrategy(Strategy):
     name = "seed"
+    waits_for_others = False  # a seed under way elsewhere is that worker's; move on
 
     def __init__(self, seeds: dict[str, QuantConfig]) -> None:
         self.seeds = seeds
 
     def propose(self, study: optuna.Study, space: SearchSpace) -> list[Proposal]:
-        answered = {r.key for r in records(study) if r.answers}
+        answered = {r.key for r in records(study) if r.answers}  # the runner skips those under way
         return [
             Proposal(config, {SEED: name, "strategy": self.name})
             for name, config in self.seeds.items()

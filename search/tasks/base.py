@@ -17,12 +17,12 @@ import numpy as np
 
 from search.errors import QsearchError, TaskError, TrialError, first_line
 from search.metrics import LABEL_METRICS, METRICS, score
-from search.tasks.inputs import PADDINGS, InputInfo, check_inputs, fill, model_inputs
+from search.tasks.inputs import InputInfo, check_inputs, fill, model_inputs
 from search.tasks.outputs import (
-    POOLINGS,
     OutputChoice,
     OutputInfo,
     check_output_name,
+    check_serving_shape,
     choose_output,
     described,
     model_outputs,
@@ -126,21 +126,8 @@ class TextClassificationTask:
                 f"eval_looks must be shares of the evaluation set in (0, 1], but got "
                 f"{self.eval_looks}"
             )
-        if self.batch_size < 1 or self.latency_batch_size < 1:
-            raise TaskError(f"--batch-size must be at least 1, but got {self.batch_size}")
-        if self.max_length < 2:
-            raise TaskError(
-                f"--max-length must be at least 2 (the CLS and SEP tokens), but got "
-                f"{self.max_length}"
-            )
-        if self.padding not in PADDINGS:
-            raise TaskError(
-                f"--padding must be one of {', '.join(PADDINGS)}, but got {self.padding!r}"
-            )
-        if self.pooling is not None and self.pooling not in POOLINGS:
-            raise TaskError(
-                f"--pooling must be one of {', '.join(POOLINGS)}, but got {self.pooling!r}"
-            )
+        for size in (self.batch_size, self.latency_batch_size):
+            check_serving_shape(size, self.max_length, self.padding, self.pooling)
         self.calibration_length = (
             self.max_length
             if self.padding == "max_length"

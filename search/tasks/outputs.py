@@ -21,11 +21,29 @@ from typing import Any
 import numpy as np
 
 from search.errors import TaskError, first_line
-from search.tasks.inputs import dims_of, load_graph
+from search.tasks.inputs import PADDINGS, dims_of, load_graph
 
 # How a sequence output becomes one row per example: "mean" over the attention mask's valid
 # tokens, "cls" the first token; "none" reads a [batch, features] output as it is.
 POOLINGS = ("mean", "cls")
+
+
+def check_serving_shape(
+    batch_size: int | None, max_length: int, padding: str, pooling: str | None
+) -> None:
+    """The serving-shape options, checked once for the settings and the task alike."""
+    if batch_size is not None and batch_size < 1:
+        raise TaskError(f"--batch-size must be at least 1, but got {batch_size}")
+    if max_length < 2:
+        raise TaskError(
+            f"--max-length must be at least 2 (the CLS and SEP tokens), but got {max_length}"
+        )
+    if padding not in PADDINGS:
+        raise TaskError(f"--padding must be one of {', '.join(PADDINGS)}, but got {padding!r}")
+    if pooling is not None and pooling not in POOLINGS:
+        raise TaskError(f"--pooling must be one of {', '.join(POOLINGS)}, but got {pooling!r}")
+
+
 FEATURES, SEQUENCE = "[batch, features]", "[batch, sequence, hidden]"
 
 
