@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 
-from search import cli_run, cli_study  # noqa: F401 - importing registers the commands
+from search import cli_run, cli_sensitivity, cli_study  # noqa: F401 - importing registers
 from search.cli_common import app, err
 from search.errors import Terminated
 

@@ -68,6 +68,12 @@ def run(
     ),
     beam: int = _opt("--beam", "Beam search of width K (the default strategy, K=4)."),
     sampler: str = _opt("--sampler", "Use an Optuna sampler instead: tpe, random, grid, nsga2."),
+    fallback: bool = _setting_opt(
+        "--fallback/--no-fallback",
+        "Accuracy-driven fallback instead: from the fastest config, keep the most sensitive "
+        "groups fp32 one at a time until within --max-drop, timing each step; the fastest "
+        "within the bar wins (see `qsearch sensitivity`).",
+    ),
     trials: int = _opt(
         "--trials",
         "Budget: evaluated trials in the study (default 60 for "

@@ -58,6 +58,7 @@ class RunSettings:
     space: str = _setting("default", "search")
     beam: int | None = _setting(None, "search")
     sampler: str | None = _setting(None, "search")
+    fallback: bool = _setting(False, "search")
     trials: int | None = _setting(None, "search")
     timeout: float | None = _setting(None, "search")
     study: str | None = _setting(None, key="name")
@@ -255,14 +256,19 @@ class Search:
         build that takes minutes, once nothing else can fail first) and open the study."""
         space = load_space(settings.space)
         strategy = make_strategy(
-            settings.beam, settings.sampler, seed=settings.seed, max_drop=settings.max_drop
+            settings.beam,
+            settings.sampler,
+            seed=settings.seed,
+            max_drop=settings.max_drop,
+            fallback=settings.fallback,
         )
         if settings.storage is not None:
             check_storage_url(settings.storage)  # refused before the task is built
         if before_task:
             before_task()
         task = load_task(settings, task_progress)
-        space = space.resolve(task.operators, structure=model_structure(task.model_path))
+        structure = model_structure(task.model_path)
+        space = strategy.bind(space.resolve(task.operators, structure=structure), structure)
         name = check_study_name(settings.study or f"{task.name}-{space.name}-{strategy.name}")
         study = open_study(
             name,
@@ -338,6 +344,7 @@ class Search:
                 )
             if on_stage:
                 on_stage("trials")
+            self.strategy.prepare(self.study, self.space, self.task)  # fallback: sensitivity
             summary = search(self.strategy)
             summary.evaluated += seeded.evaluated  # this run's trials, seeds included
             summary.failed += seeded.failed

@@ -194,6 +194,9 @@ def render_html(study: optuna.Study, max_drop: float = 0.01) -> str:
                 full_html=False, div_id="progress", include_plotlyjs=False
             )
         )
+    from search.report_groups import group_sections
+
+    groups_html = group_sections(study, plotly_on_page=bool(figures))  # sensitivity, fallback
     front = front.assign(
         acc_interval=[
             "" if pd.isna(lo) else f"{lo:+.1f} to {hi:+.1f}"
@@ -287,6 +290,7 @@ another process used the CPU (its interval was widened or its loaded blocks drop
     }
 <h2>Search progress</h2>
 {figures[1] if len(figures) > 1 else ""}
+{groups_html}
 <h2>All evaluated configs ({len(rows)})</h2>
 {
         _table(

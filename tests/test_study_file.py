@@ -43,6 +43,7 @@ metric = "macro_f1"
 space = "operators"
 beam = 3
 sampler = "tpe"
+fallback = false
 trials = 10
 timeout = 600
 max_drop = 0.02

@@ -72,6 +72,16 @@ class Strategy(ABC):
         """The Optuna sampler the study is created with (None: Optuna's default)."""
         return None
 
+    def bind(self, space: SearchSpace, structure) -> SearchSpace:
+        """The space this strategy searches, once bound to the model's `structure` (a
+        `search.structure.Structure`): the space itself unless a strategy adds dimensions."""
+        return space
+
+    def prepare(self, study: optuna.Study, space: SearchSpace, task) -> None:
+        """Work done once before the trials, from the task (e.g. the fallback's
+        sensitivity); nothing by default."""
+        return None
+
     @abstractmethod
     def propose(self, study: optuna.Study, space: SearchSpace) -> list[Proposal] | str:
         """Configs to evaluate next, `SAMPLE` to let the sampler choose, or [] when done."""

@@ -57,9 +57,21 @@ class GridStrategy(Strategy):
         return out
 
 
-def make_strategy(beam: int | None, sampler: str | None, seed: int = 0, max_drop: float = 0.01):
+def make_strategy(
+    beam: int | None,
+    sampler: str | None,
+    seed: int = 0,
+    max_drop: float = 0.01,
+    fallback: bool = False,
+) -> Strategy:
     if beam is not None and sampler is not None:
         raise QsearchError("use either --beam K or --sampler NAME, not both")
+    if fallback:
+        if beam is not None or sampler is not None:
+            raise QsearchError("use either --fallback, --beam K or --sampler NAME, not two")
+        from search.strategies.fallback import FallbackStrategy
+
+        return FallbackStrategy(max_drop=max_drop)
     if sampler is None:
         width = 4 if beam is None else beam
         if width < 1:

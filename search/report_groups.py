@@ -1,0 +1,106 @@
+"""The report's per-group charts: the sensitivity table (what quantizing each group alone
+costs) and the fallback path (accuracy and speed after each reverted group). Each is drawn
+only when the study holds it, so other studies' reports are unchanged."""
+
+from __future__ import annotations
+
+import html
+import math
+
+import optuna
+
+
+def _sensitivity_figure(data: dict):
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    rows = [r for r in data.get("rows", []) if math.isfinite(r.get("mse", math.inf))]
+    groups = [r["group"] for r in rows]
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_trace(
+        go.Bar(x=groups, y=[r["mse"] for r in rows], name="output MSE vs fp32 (log)"),
+        secondary_y=False,
+    )
+    if any("metric_drop" in r for r in rows):
+        fig.add_trace(
+            go.Scatter(
+                x=groups,
+                y=[100 * r.get("metric_drop", 0.0) for r in rows],
+                mode="markers",
+                name=f"{data.get('metric', 'metric')} drop (points)",
+                marker={"color": "#E45756", "size": 9},
+            ),
+            secondary_y=True,
+        )
+    fig.update_yaxes(type="log", title_text="mean squared error of outputs", secondary_y=False)
+    fig.update_yaxes(title_text="metric drop (points)", secondary_y=True)
+    fig.update_layout(
+        title=html.escape(
+            f"Cost of quantizing each group alone ({data.get('source')}, "
+            f"{data.get('examples')} examples), most costly first"
+        ),
+        template="plotly_white",
+        height=420,
+    )
+    return fig
+
+
+def _path_figure(path: list[dict]):
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    labels, previous = [], set()
+    for step in path:
+        groups = set(step["groups"])
+        added, removed = sorted(groups - previous), sorted(previous - groups)
+        change = ", ".join([*(f"+{g}" for g in added), *(f"-{g}" for g in removed)])
+        labels.append(f"#{step['trial']} {step['phase']}: {change or 'base'}")
+        previous = groups
+    fig = make_subplots(specs=[[{"secondary_y": True}]])
+    fig.add_trace(
+        go.Scatter(
+            x=labels, y=[s["accuracy"] for s in path], name="accuracy", mode="lines+markers"
+        ),
+        secondary_y=False,
+    )
+    fig.add_trace(
+        go.Scatter(x=labels, y=[s["speedup"] for s in path], name="speedup", mode="lines+markers"),
+        secondary_y=True,
+    )
+    fig.update_yaxes(title_text="accuracy", secondary_y=False)
+    fig.update_yaxes(title_text="speedup (x)", secondary_y=True)
+    fig.update_layout(
+        title="Fallback path: each step keeps one more group fp32 (+) or quantizes one again (-)",
+        template="plotly_white",
+        height=420,
+    )
+    return fig
+
+
+def group_sections(study: optuna.Study, plotly_on_page: bool = True) -> str:
+    """HTML of the sensitivity chart and the fallback path, or "" when the study holds
+    neither; the first chart carries plotly's JavaScript unless the page has it."""
+    from search.sensitivity import stored
+    from search.strategies.fallback import fallback_path
+
+    parts = []
+    data = stored(study)
+    if data and data.get("rows"):
+        parts.append(
+            "<h2>Sensitivity per group</h2><p class='note'>Base config: "
+            f"{html.escape(str(data.get('base_description', '')))}. Each group quantized "
+            "alone, every other group fp32, scored against fp32.</p>"
+            + _sensitivity_figure(data).to_html(
+                full_html=False, div_id="sensitivity", include_plotlyjs=not plotly_on_page
+            )
+        )
+    path = fallback_path(study)
+    if path:
+        plotly_on_page = plotly_on_page or bool(parts)
+        parts.append(
+            "<h2>Fallback path</h2>"
+            + _path_figure(path).to_html(
+                full_html=False, div_id="fallback-path", include_plotlyjs=not plotly_on_page
+            )
+        )
+    return "\n".join(parts)
