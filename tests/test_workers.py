@@ -67,8 +67,7 @@ def test_two_workers_share_one_study_without_duplicates(storage_url, tmp_path, t
     trials = {t.number: t for t in study.get_trials()}
     by_round: dict[int, list] = {}
     for r in evaluated:
-        if "beam_round" in r.attrs:  # the seed recipes come before the beam's rounds
-            by_round.setdefault(r.attrs["beam_round"], []).append(trials[r.number])
+        by_round.setdefault(r.attrs["beam_round"], []).append(trials[r.number])
     assert len(by_round) >= 2
     for number in sorted(by_round)[1:]:
         finished = max(t.datetime_complete for t in by_round[number - 1])
@@ -84,7 +83,7 @@ def test_two_workers_share_one_study_without_duplicates(storage_url, tmp_path, t
     )
     assert confirmed_by == {(last.user_attrs["worker_host"], last.user_attrs["worker_pid"])}
     assert last.user_attrs["worker_pid"] in {w.pid for w in workers}
-    shown = [o for o in outputs if "confirming #" in o]  # the stage its progress line ends on
+    shown = [o for o in outputs if "configs, round" in o]  # the stage its progress shows
     assert len(shown) == 1, outputs
 
 
