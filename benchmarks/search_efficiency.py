@@ -11,10 +11,10 @@ milliseconds and every strategy sees the same numbers.
   in `benchmarks/tables/<task>-<space>.db` as study `table-<task>-<space>` (`qsearch show`,
   `qsearch report` and optuna-dashboard open it like any study). Re-running continues it.
   Then the table's frontier, and every config within its intervals, is re-timed
-  (`--confirm` configs at most, `--confirm-seconds` each) as a search confirms its own: the
-  best of 96 noisy measurements is biased upward (on this machine a 12 s trial's speedup
-  spreads with a CV of ~2.5%), and a frontier made of lucky draws would score every strategy
-  against numbers no search could reproduce.
+  round-robin (`--confirm` configs a pass at most, `--confirm-seconds` each over a pass) as
+  a search confirms its own: the best of 96 noisy measurements is biased upward (on this
+  machine a 12 s trial's speedup spreads with a CV of ~2.5%), and a frontier made of lucky
+  draws would score every strategy against numbers no search could reproduce.
 - replay (the default): for each strategy (beam K=2,4,8; tpe, random, nsga2), each budget
   (10%, 20%, 40% of the table's size, at least one trial) and each seed, `run_search` into a
   fresh in-memory study with `TableEvaluator`, then the hypervolume of the (accuracy,
@@ -258,7 +258,7 @@ def build(args: argparse.Namespace) -> int:
             )
             # The table's frontier is the max of noisy measurements, biased upward: re-time it
             # (and every config within its intervals) as a search confirms its own.
-            confirm = progress.add_task("confirm", total=args.confirm)
+            confirm = progress.add_task("confirm", total=None)  # rounds: passes x 6
             confirm_frontier(
                 study,
                 evaluator,
@@ -333,10 +333,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--space", default="dynamic", help="space name or TOML file")
     parser.add_argument("--timing-seconds", type=float, default=12.0, help="per trial (build)")
     parser.add_argument(
-        "--confirm", type=int, default=24, help="most re-timed frontier configs (build)"
+        "--confirm",
+        type=int,
+        default=24,
+        help="most configs of a round-robin confirmation pass (build)",
     )
     parser.add_argument(
-        "--confirm-seconds", type=float, default=36.0, help="timing of each re-timing (build)"
+        "--confirm-seconds",
+        type=float,
+        default=36.0,
+        help="timing of each config over a pass (build)",
     )
     parser.add_argument("--study", help="table study name (default table-<task>-<space>)")
     parser.add_argument("--storage", help="table storage URL (default benchmarks/tables/)")
