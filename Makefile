@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: install run prepare test postgres lint format report dashboard bench-stability \
-	bench-table bench-efficiency bench-cost bench-scopes clean
+	bench-table bench-efficiency bench-cost bench-scopes bench-confirm clean
 
 install: $(VENV)/.installed
 
@@ -73,6 +73,10 @@ bench-cost: install
 # Minutes: every MatMul vs weight MatMuls only (and Optimum's preset), round-robin, default task.
 bench-scopes: install
 	$(BIN)/python benchmarks/node_scopes.py --rounds 3 --seconds 10
+
+# ~50 minutes: 10 confirmations of 4 configs, sequential vs round-robin (36 s per config each).
+bench-confirm: install
+	$(BIN)/python benchmarks/confirmation.py --repeats 10 --seconds 36 --rounds 6
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -128,7 +128,8 @@ def print_frontier(study, max_drop: float) -> None:
         + (f" (fp32 accuracy {fp32:.4f})" if fp32 is not None else ""),
         caption=caption,
     )
-    for column in ("trial", "accuracy", "vs fp32 (pts)", "speedup", "95% interval", "config"):
+    columns = ("trial", "accuracy", "vs fp32 (pts)", "speedup", "95% interval", "blocks", "tie")
+    for column in (*columns, "config"):
         table.add_column(column, overflow="fold")
     for row in rows.itertuples():
         table.add_row(
@@ -137,6 +138,8 @@ def print_frontier(study, max_drop: float) -> None:
             f"{-row.drop_points:+.2f}",
             f"{row.speedup:.3f}x",
             f"{row.speedup_low:.3f}-{row.speedup_high:.3f}",
+            str(row.blocks),
+            row.tie,
             (f"[{row.reference}] " if row.reference else "") + row.config,
         )
     console.print(table)

@@ -85,7 +85,7 @@ def test_every_view_names_the_same_best_config(capsys):
     assert choose_trial(study, None, best=True).number == 1
     with console.capture() as captured:
         print_frontier(study, 0.01)
-    assert "trial 1, 1.800x" in captured.get()
+    assert "trial 1, 1.800x" in captured.get() and "blocks" in captured.get()
     assert "Best within 1 point(s) of fp32: trial 1, 1.800x" in frontier_note(study, 0.01)
     assert "Best within 1 point(s) of fp32: trial 1, 1.800x" in render_html(study, 0.01)
 
