@@ -174,3 +174,20 @@ def test_an_empty_space_file_is_refused_by_every_command(args, tmp_path, monkeyp
     assert result.output.startswith("error: empty.toml: a space must declare at least one")
     assert "[quantization]" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "studies").exists()
+
+
+def test_a_sampler_sees_only_dimensions_that_change_the_model():
+    from search.config import QuantConfig
+
+    ops = ["Add", "Gather", "Gemm", "LayerNormalization", "MatMul", "Mul", "Softmax"]
+    space = load_space("default").resolve(ops)
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    dynamic = QuantConfig(operators=("Gather",))  # no MatMul: no scope to choose
+    static = QuantConfig(mode="static", operators=("Add", "MatMul"), matmul_scope="weights")
+    for config in (dynamic, static):
+        params = space.params(config)
+        study.enqueue_trial(params)
+        assert space.suggest(study.ask()).key == config.key
+        # dynamic quantization has no kernel for Add, LayerNormalization, Mul or Softmax
+        assert ("op.Add" in params) == (config.mode == "static")
+        assert ("matmul_scope" in params) == ("MatMul" in config.operators)
