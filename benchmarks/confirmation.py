@@ -146,7 +146,16 @@ def main() -> None:
     result = run_benchmark(
         default_task(), args.repeats, args.seconds, args.rounds, lambda m: print(m, file=sys.stderr)
     )
-    print(f"CPU: {result['cpu']}; {args.repeats} repeats, {args.seconds:g} s per config")
+    print_result(result)
+
+
+def print_result(result: dict) -> None:
+    """The table, then the JSON line (without the raw runs)."""
+    s0 = result[METHODS[0]]
+    print(
+        f"CPU: {result['cpu']}; {s0['repeats']} repeats, {result['seconds_per_config']:g} s "
+        f"per config ({result['rounds']} rounds round-robin)"
+    )
     for method in METHODS:
         s = result[method]
         print(

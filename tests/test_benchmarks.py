@@ -102,7 +102,7 @@ def test_node_scopes_times_every_candidate_round_robin(tiny_task):
     assert scopes == {"all", "weights"}
 
 
-def test_confirmation_compares_sequential_and_round_robin_on_the_same_configs(tiny_task):
+def test_confirmation_compares_sequential_and_round_robin_on_the_same_configs(tiny_task, capsys):
     bench = load("confirmation")
     timing = TimingSettings(seconds=0.2, min_blocks=2, block_pairs=1)
     result = bench.run_benchmark(
@@ -120,4 +120,6 @@ def test_confirmation_compares_sequential_and_round_robin_on_the_same_configs(ti
         assert len(runs) == 2 and all(len(r) == 4 for r in runs)
         assert all(c["low"] <= c["speedup"] <= c["high"] for r in runs for c in r)
     assert all(c["blocks"] == 2 for r in result["runs"]["round_robin"] for c in r)
-    json.dumps(result)  # the JSON line
+    bench.print_result(result)
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(line) >= {"sequential", "round_robin", "configs"} and "runs" not in line
