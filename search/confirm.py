@@ -113,10 +113,17 @@ def confirm_frontier(
         return confirmations(study)
     for _ in range(MAX_PASSES):
         candidates = to_confirm(trial_rows(study))[:limit]
-        if not candidates or set(candidates) <= set(last_pass(study)[0]):
+        if not candidates or set(candidates) <= _confirmed(study):
             break
         _run_pass(study, evaluator, candidates, seconds, rounds, on_round)
     return confirmations(study)
+
+
+def _confirmed(study: optuna.Study) -> set[int]:
+    """The candidates of the last pass, if it ran all its rounds (one cut short by a stop
+    is run again when the search resumes)."""
+    trials, _ = last_pass(study)
+    return set(trials) if (study.user_attrs.get(ROUNDS) or {}).get("complete") else set()
 
 
 def pass_slot(seconds: float | None, candidates: int, rounds: int) -> float:
@@ -161,7 +168,8 @@ def _run_pass(
                 timed[number].append(new)
                 add_blocks(study, number, [new])
             logs.append(row)
-            study.set_user_attr(ROUNDS, {"trials": candidates, "logs": logs, **worker_id()})
+            done_rounds = {"complete": r == rounds - 1, **worker_id()}
+            study.set_user_attr(ROUNDS, {"trials": candidates, "logs": logs, **done_rounds})
     finally:
         evaluator.end_rounds()
     done = confirmations(study)

@@ -171,3 +171,21 @@ def test_a_config_that_fails_in_every_round_is_recorded_and_the_others_confirmed
         **{k: done[1][k] for k in done[1] if k != "error"},
     }
     assert "speedup" in done[0] and not math.isnan(done[0]["speedup"])
+
+
+def test_a_pass_cut_short_is_run_again_when_the_search_resumes():
+    class Stopped(Rounds):
+        def retime_round(self, configs, seconds=None):
+            if len(self.rounds) == 2:
+                raise KeyboardInterrupt  # the user stops the search in the third round
+            return super().retime_round(configs, seconds)
+
+    study = new_study()
+    add(study, 0.80, 1.50, "a")
+    stopped = Stopped({"a": 1.5})
+    with pytest.raises(KeyboardInterrupt):
+        confirm_frontier(study, stopped, seconds=12.0)
+    assert stopped.ended == 1  # its sessions are closed all the same
+    rounds = Rounds({"a": 1.5})
+    confirm_frontier(study, rounds, seconds=12.0)
+    assert len(rounds.rounds) == 6
