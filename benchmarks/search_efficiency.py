@@ -224,9 +224,9 @@ def build(args: argparse.Namespace) -> int:
     from search.confirm import confirm_frontier
     from search.measure import TimingSettings
     from search.objective import Evaluator
-    from search.pipeline import RunSettings
     from search.quantize import quiet_libraries
     from search.results import confirmations
+    from search.settings import RunSettings
     from search.space import load_space
     from search.tasks.default import default_task
 

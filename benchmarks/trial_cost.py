@@ -173,7 +173,8 @@ def search_mix(
     no confirmation: those are once per search), into a scratch study; then the naive
     pipeline on `naive_sample` of the same configs. The median trial of a real search, not
     of a chosen mix of kinds."""
-    from search.pipeline import RunSettings, Search
+    from search.pipeline import Search
+    from search.settings import RunSettings
 
     work = Path(tempfile.mkdtemp(prefix="qsearch-mix-"))
     try:

@@ -15,7 +15,7 @@ from search.display import (
     print_frontier,
     search_with_progress,
 )
-from search.pipeline import RunSettings
+from search.settings import RunSettings
 
 
 def _default(name: str) -> str:

@@ -70,9 +70,9 @@ def sensitivity(
     costly first. A study run with --fallback holds its base config's table; for any other
     study it is computed for its fastest measured config (cached on disk) and stored."""
     from search.display import console
-    from search.pipeline import task_for_study
     from search.quantize import quiet_libraries
     from search.sensitivity import compute_sensitivity, store, stored
+    from search.settings import task_for_study
     from search.study import load_study
 
     with user_errors():

@@ -29,7 +29,7 @@ def show(
 ) -> None:
     """Print a study's Pareto frontier as a terminal table, and its fastest config within
     --max-drop of fp32."""
-    from search.pipeline import study_max_drop
+    from search.settings import study_max_drop
     from search.study import load_study
 
     with user_errors():
@@ -45,8 +45,8 @@ def report(
     max_drop: float = MaxDropOpt,
 ) -> None:
     """Write the self-contained HTML report of a study (opens offline in any browser)."""
-    from search.pipeline import study_max_drop
     from search.report import write_report
+    from search.settings import study_max_drop
     from search.study import load_study
 
     with user_errors():
@@ -71,8 +71,8 @@ def export(
     """Write a trial's quantized model as a folder Optimum loads, with its tokenizer,
     ORTConfig, session options and a model card; the metric is re-measured on export."""
     from search.export import choose_trial, export_trial
-    from search.pipeline import study_max_drop, task_for_study
     from search.quantize import quiet_libraries
+    from search.settings import study_max_drop, task_for_study
     from search.study import load_study
 
     with user_errors():
@@ -112,8 +112,8 @@ def measure(
     from search.export import choose_trial
     from search.measure import OBJECTIVES, TimingSettings
     from search.objective import Evaluator
-    from search.pipeline import task_for_study
     from search.quantize import quiet_libraries
+    from search.settings import task_for_study
     from search.study import load_study
     from search.tasks.default import default_task
 
@@ -171,9 +171,9 @@ def store_measurement(study, trial, speed, threads: int, objective: str) -> str:
     thing: same CPU model, threads and objective as the trial. Says what it did."""
     from search.liveness import worker_id
     from search.note import save_frontier_note
-    from search.pipeline import study_max_drop
     from search.pooled import add_blocks, block
     from search.results import pooled_speeds
+    from search.settings import study_max_drop
     from search.worker import worker_info
 
     recorded = trial.user_attrs.get("worker") or {}
@@ -222,7 +222,7 @@ def dashboard(
                 "the dashboard needs optuna-dashboard: pip install 'qsearch[dashboard]'"
             ) from None
         from search.note import save_frontier_note
-        from search.pipeline import study_max_drop
+        from search.settings import study_max_drop
 
         save_frontier_note(loaded, study_max_drop(loaded))  # qsearch's frontier, as its note
         console.print(f"optuna-dashboard for study {study!r}: http://{host}:{port}/")

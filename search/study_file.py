@@ -17,7 +17,7 @@ from types import NoneType
 from typing import Any
 
 from search.errors import QsearchError
-from search.pipeline import RunSettings
+from search.settings import RunSettings
 
 
 def _value_type(hint) -> type:

@@ -254,7 +254,7 @@ def test_model_and_data_go_together_and_must_exist(workdir, hf_model, tmp_path):
 def test_the_shipped_default_study_file_is_the_make_run_search():
     from pathlib import Path
 
-    from search.pipeline import RunSettings
+    from search.settings import RunSettings
     from search.study_file import load_study_file
 
     root = Path(__file__).resolve().parent.parent

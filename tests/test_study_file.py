@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from search import cli_run
 from search.cli import app
 from search.errors import QsearchError
-from search.pipeline import RunSettings
+from search.settings import RunSettings
 from search.study_file import load_study_file
 
 ROOT = Path(__file__).resolve().parent.parent
