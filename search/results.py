@@ -68,11 +68,11 @@ COLUMNS = [
 ]
 
 
-def pooled_speeds(study: optuna.Study, trials=None) -> dict[int, Pooled]:
+def pooled_speeds(study: optuna.Study, trials=None, extra=None) -> dict[int, Pooled]:
     """Each measured trial's pooled speedup (`search.pooled`): its trial, confirmation rounds
     and `measure` runs, the last confirmation pass's candidates placed by their same-round
     ratios. The one place speed is read from: every view asks this."""
-    extra = extra_blocks(study)
+    extra = extra_blocks(study) if extra is None else extra
     out = {}
     for t in trials if trials is not None else _measured(study):
         blocks = [trial_block(t)] + [b for b in extra.get(t.number, []) if "speedup" in b]
@@ -91,8 +91,8 @@ def trial_rows(study: optuna.Study, confirmed: bool = True) -> pd.DataFrame:
     """One row per evaluated config (duplicates left out), in trial order, its speedup the
     pooled one (`pooled_speeds`); without `confirmed`, the trial's own measurement."""
     trials = _measured(study)
-    speeds = pooled_speeds(study, trials) if confirmed else {}
     extra = extra_blocks(study) if confirmed else {}
+    speeds = pooled_speeds(study, trials, extra) if confirmed else {}
     rows = []
     for t in trials:
         a = t.user_attrs
