@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from search.errors import ConfigError
+from search.fusion import check_fusable
+from search.session_options import make_session_options
 from search.structure import Structure, is_selector, selector_help
 
 MODES = ("dynamic", "static")
@@ -29,7 +31,7 @@ GRAPH_OPTIMIZATION_LEVELS = ("all", "extended", "basic", "disabled")
 MATMUL_SCOPES = ("all", "weights")
 # Fields added after studies were recorded: left out of `to_dict` (and so of `key`) at their
 # default, so a config recorded before they existed keeps its key and a study resumes.
-OPTIONAL_FIELDS = {"matmul_scope": "all", "fp32_groups": ()}
+OPTIONAL_FIELDS = {"matmul_scope": "all", "fp32_groups": (), "attention_fusion": False}
 LIST_FIELDS = ("operators", "excluded_nodes", "fp32_groups", "disabled_fusions")
 # onnxruntime graph transformers a search may switch off when the quantized model is run.
 # Names as onnxruntime registers them (`optimization.disable_specified_optimizers`).
@@ -128,6 +130,9 @@ class QuantConfig:
     # Parts of the model kept fp32, as `search.structure` selectors ("head", "layer5.ffn_down"):
     # resolved to node names against the model when it is quantized.
     fp32_groups: tuple[str, ...] = ()
+    # Quantize the attention-fused copy of the model (`search.fusion`): one `Attention` node
+    # per layer, `QAttention` when "Attention" is among the operators. Dynamic mode only.
+    attention_fusion: bool = False
 
     def __post_init__(self) -> None:
         _choice("mode", self.mode, MODES)
@@ -137,6 +142,7 @@ class QuantConfig:
         _choice("graph_optimization", self.graph_optimization, GRAPH_OPTIMIZATION_LEVELS)
         for name in ("per_channel", "reduce_range", "activations_symmetric", "weights_symmetric"):
             _bool(name, getattr(self, name))
+        _bool("attention_fusion", self.attention_fusion)
         for fusion in self.disabled_fusions:
             _choice("disabled_fusions", fusion, KNOWN_FUSIONS)
         _choice("matmul_scope", self.matmul_scope, MATMUL_SCOPES)
@@ -187,6 +193,8 @@ class QuantConfig:
         if not {"MatMul", "Gemm"} & set(operators):
             set_(self, "matmul_scope", "all")  # no MatMul is quantized: the scope changes nothing
         set_(self, "fp32_groups", tuple(sorted(set(self.fp32_groups))))
+        if self.attention_fusion:
+            check_fusable(self.mode, self.fp32_groups)
         set_(self, "excluded_nodes", tuple(sorted(set(self.excluded_nodes))))
         set_(self, "disabled_fusions", tuple(sorted(set(self.disabled_fusions))))
 
@@ -257,6 +265,8 @@ class QuantConfig:
         text = " ".join(parts) + "; ops " + "+".join(self.operators)
         if self.matmul_scope == "weights":
             text += " (weight MatMuls only)"
+        if self.attention_fusion:
+            text += "; fused attention" + (" (QAttention)" if "Attention" in self.operators else "")
         if self.fp32_groups:
             text += "; fp32: " + ", ".join(self.fp32_groups)
         if self.excluded_nodes:
@@ -341,32 +351,6 @@ class QuantConfig:
 
     def session_key(self) -> tuple[str, tuple[str, ...]]:
         return (self.graph_optimization, self.disabled_fusions)
-
-
-def make_session_options(
-    graph_optimization: str = "all", disabled_fusions: tuple[str, ...] = (), threads: int = 1
-):
-    """SessionOptions that carry the searched options; exportable with the model."""
-    import onnxruntime as ort
-
-    levels = {
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-    }
-    options = ort.SessionOptions()
-    options.graph_optimization_level = levels[graph_optimization]
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    if threads > 1:  # idle pool threads must not spin into the single-threaded timing after
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3
-    if disabled_fusions:
-        options.add_session_config_entry(
-            "optimization.disable_specified_optimizers", ",".join(disabled_fusions)
-        )
-    return options
 
 
 PRESETS = ("avx2", "avx512", "avx512_vnni", "arm64")

@@ -2,7 +2,9 @@
 
 Optimum's `ORTQuantizer` expresses every dimension of `QuantConfig` but the session options,
 which are applied when the model is run (see `QuantConfig.session_options`); node scopes and
-fp32 groups are resolved against the model's structure into `nodes_to_exclude`.
+fp32 groups are resolved against the model's structure into `nodes_to_exclude`. A config with
+`attention_fusion` quantizes the attention-fused copy of the model (`search.fusion`), and its
+scopes and groups are resolved against that copy's structure.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from search.config import QuantConfig
+from search.fusion import source_model
 from search.structure import model_structure
 
 
@@ -36,21 +39,23 @@ def quantize(config: QuantConfig, fp32_model: Path, out_dir: Path, ranges=None) 
 
     Optimum is pointed at a folder holding only a link to the model: given the model's own
     folder it loads and re-saves the tokenizer beside every quantized file (0.2 s a trial
-    here, for files nobody reads; `qsearch export` writes the tokenizer itself)."""
+    here, for files nobody reads; `qsearch export` writes the tokenizer itself). The output is
+    named after `fp32_model` whether or not the attention-fused copy was quantized."""
     from optimum.onnxruntime import ORTQuantizer
 
     quiet_libraries()
     fp32_model = Path(fp32_model).resolve()
+    model = source_model(config, fp32_model).resolve()
     out_dir = Path(out_dir)
     source = out_dir.parent / f".{out_dir.name}-source"
     source.mkdir(parents=True, exist_ok=True)
     link = source / fp32_model.name
     try:
         if not link.exists():
-            link.symlink_to(fp32_model)
+            link.symlink_to(model)
         quantizer = ORTQuantizer.from_pretrained(source, file_name=fp32_model.name)
         quantizer.quantize(
-            quantization_config=config.to_optimum(model_structure(fp32_model)),
+            quantization_config=config.to_optimum(model_structure(model)),
             save_dir=out_dir,
             calibration_tensors_range=ranges if config.mode == "static" else None,
         )

@@ -43,13 +43,24 @@ DATA_MOVEMENT = frozenset(
 
 # Dimensions that exist only for static quantization: not suggested for dynamic trials.
 STATIC_ONLY = ("format", "activations_dtype", "activations_symmetric", "calibration", "percentile")
+# ... and only for dynamic quantization (onnxruntime has no static QAttention).
+DYNAMIC_ONLY = ("attention_fusion",)
+# Operators that the attention-fused model has and the export lacks (`search.fusion`).
+FUSION_OPERATORS = ("Attention",)
 
 
 def applies(name: str, values: dict[str, Any]) -> bool:
     """Whether dimension `name` exists for a config with these values (conditional space)."""
     if name in STATIC_ONLY and values.get("mode") != "static":
         return False
+    if name in DYNAMIC_ONLY and values.get("mode") != "dynamic":
+        return False
     return name != "percentile" or values.get("calibration") == "percentile"
+
+
+def is_scores_group(selector: str) -> bool:
+    """A selector of attention score products: no node of an attention-fused graph."""
+    return selector.split(".")[-1] == "scores"
 
 
 @dataclass(frozen=True)
@@ -66,6 +77,9 @@ class SearchSpace:
     disable_fusions: tuple[str, ...]
     excluded_nodes: tuple[str, ...]
     fallback_groups: tuple[str, ...] = ()  # parts that may stay fp32: one yes/no each
+    # Operators only the attention-fused model has ("Attention", set by `resolve` when the
+    # space can fuse): offered only to trials with `attention_fusion`.
+    fused_operators: tuple[str, ...] = ()
 
     # --- construction ---------------------------------------------------------------------
 
@@ -98,7 +112,11 @@ class SearchSpace:
         """Hash of the space's content, stored with the study to detect a changed space."""
         # Dimensions added later are left out at their implicit default, so the digest of a
         # space recorded before they existed is unchanged and its study resumes.
-        values = tuple(v for v in self.values if v != ("matmul_scope", ("all",)))
+        values = tuple(
+            v
+            for v in self.values
+            if v not in (("matmul_scope", ("all",)), ("attention_fusion", (False,)))
+        )
         body = (values, self.operators_rule, self.operators, self.disable_fusions)
         body += (self.excluded_nodes,) + ((self.fallback_groups,) if self.fallback_groups else ())
         body = repr(body)
@@ -114,6 +132,10 @@ class SearchSpace:
         operator the model does not contain, or an fp32 group naming none of its parts (given
         its `structure`), is an error (a typo or the wrong model)."""
         present = set(model_operators)
+        fused = ()
+        if True in self.choices("attention_fusion"):
+            fused = tuple(op for op in FUSION_OPERATORS if op not in present)
+            present |= set(fused)
         usable = self.usable_operators()
         quantizable = sorted(present & usable)
         where = source or self.source
@@ -141,7 +163,8 @@ class SearchSpace:
                     f"{where}: `fallback.groups` must name parts of the model "
                     f"({structure.describe()}), but {group!r} names none"
                 )
-        return _replace(self, operators=operators)
+        fused = tuple(op for op in fused if op in operators)
+        return _replace(self, operators=operators, fused_operators=fused)
 
     def default_config(self, operators: Sequence[str]) -> QuantConfig:
         """The config made of every dimension's first value, with `operators`."""
@@ -155,6 +178,15 @@ class SearchSpace:
         disabled: Sequence[str],
         groups: Sequence[str] = (),
     ) -> QuantConfig:
+        if not applies("attention_fusion", values):
+            values = {**values, "attention_fusion": False}
+        if not values.get("attention_fusion", False):
+            lacking = sorted(set(operators) & set(self.fused_operators))
+            if lacking:
+                raise ConfigError(
+                    f"`operators` must not include {lacking} without `attention_fusion` (the "
+                    f"model has none before fusion), but got {list(operators)}"
+                )
         return QuantConfig(
             operators=tuple(operators),
             excluded_nodes=self.excluded_nodes,
@@ -177,8 +209,10 @@ class SearchSpace:
         and 15 invalid combinations in the study for 10 distinct configs."""
         values: dict[str, Any] = {}
         for name, choices in self.values:
-            if name != "matmul_scope" and applies(name, values):
+            if self._suggested(name, choices, values):
                 values[name] = trial.suggest_categorical(name, list(choices))
+            elif name == "attention_fusion":
+                values[name] = choices[0]
         usable = self._usable_now(values)
         operators = [
             op
@@ -196,19 +230,39 @@ class SearchSpace:
             if trial.suggest_categorical(f"disable.{f}", [False, True])
         ]
         groups = [
-            g for g in self.fallback_groups if trial.suggest_categorical(f"fp32.{g}", [False, True])
+            g
+            for g in self._groups_now(values)
+            if trial.suggest_categorical(f"fp32.{g}", [False, True])
         ]
         return self.make_config(values, operators, disabled, groups)
 
+    @staticmethod
+    def _suggested(name: str, choices: tuple, values: dict[str, Any]) -> bool:
+        """Whether `suggest` asks Optuna for dimension `name` in the loop over `values`: the
+        MatMul scope is asked later (it depends on the operators), and attention fusion only
+        when there is a choice, so studies recorded before it existed keep their params."""
+        if name == "matmul_scope" or (name == "attention_fusion" and len(choices) < 2):
+            return False
+        return applies(name, values)
+
     def _usable_now(self, values: dict[str, Any]) -> frozenset[str]:
-        return quantizable_operators(values["mode"], values.get("format", "QOperator"))
+        usable = quantizable_operators(values["mode"], values.get("format", "QOperator"))
+        if values.get("attention_fusion"):
+            return usable
+        return usable - set(self.fused_operators)
+
+    def _groups_now(self, values: dict[str, Any]) -> tuple[str, ...]:
+        """Fallback groups that exist for these values: a fused graph has no score MatMuls."""
+        if values.get("attention_fusion"):
+            return tuple(g for g in self.fallback_groups if not is_scores_group(g))
+        return self.fallback_groups
 
     def params(self, config: QuantConfig) -> dict[str, Any]:
         """The Optuna parameters `suggest` would produce for `config` (to enqueue it)."""
         out: dict[str, Any] = {}
         data = config.values()
-        for name, _choices in self.values:
-            if name != "matmul_scope" and applies(name, data):
+        for name, choices in self.values:
+            if self._suggested(name, choices, data):
                 out[name] = data[name]
         usable = self._usable_now(data)
         for op in self._require_operators():
@@ -218,7 +272,7 @@ class SearchSpace:
             out["matmul_scope"] = config.matmul_scope
         for fusion in self.disable_fusions:
             out[f"disable.{fusion}"] = fusion in config.disabled_fusions
-        for group in self.fallback_groups:
+        for group in self._groups_now(data):
             out[f"fp32.{group}"] = group in config.fp32_groups
         return out
 
@@ -244,22 +298,44 @@ class SearchSpace:
                 yield candidate
 
     def _one_step(self, config: QuantConfig) -> Iterator[QuantConfig]:
-        for op in self._require_operators():
-            if op not in config.operators:
-                yield from _valid(lambda op=op: config.replace(operators=[*config.operators, op]))
         data = config.values()
+        usable = self._usable_now(data)
+        for op in self._require_operators():
+            if op not in config.operators and (op in usable or op not in self.fused_operators):
+                yield from _valid(lambda op=op: config.replace(operators=[*config.operators, op]))
         for name, choices in self.values:
             if not applies(name, data):
                 continue
             for value in choices:
                 if value != data[name]:
-                    yield from _valid(lambda n=name, v=value: config.replace(**{n: v}))
+                    if name == "attention_fusion":
+                        yield from self._fusion_step(config, value)
+                    else:
+                        yield from _valid(lambda n=name, v=value: config.replace(**{n: v}))
         for fusion in self.disable_fusions:
             flipped = set(config.disabled_fusions) ^ {fusion}
             yield from _valid(lambda f=flipped: config.replace(disabled_fusions=sorted(f)))
-        for group in self.fallback_groups:  # one more part kept fp32, or one fewer
+        for group in self._groups_now(data):  # one more part kept fp32, or one fewer
             flipped = set(config.fp32_groups) ^ {group}
             yield from _valid(lambda g=flipped: config.replace(fp32_groups=sorted(g)))
+
+    def _fusion_step(self, config: QuantConfig, fuse: bool) -> Iterator[QuantConfig]:
+        """Fusion switched on (alone, and with its operators quantized: a fused block left
+        fp32 is rarely the faster one) or off (dropping the operators only it has and the
+        groups it lacks)."""
+        if fuse:
+            groups = [g for g in config.fp32_groups if not is_scores_group(g)]
+
+            def on(ops: list[str]) -> QuantConfig:
+                return config.replace(attention_fusion=True, operators=ops, fp32_groups=groups)
+
+            yield from _valid(lambda: on(list(config.operators)))
+            extra = [op for op in self.fused_operators if op not in config.operators]
+            if extra:
+                yield from _valid(lambda: on([*config.operators, *extra]))
+        else:
+            ops = [op for op in config.operators if op not in self.fused_operators]
+            yield from _valid(lambda: config.replace(attention_fusion=False, operators=ops))
 
     def enumerate(self) -> Iterator[QuantConfig]:
         """Every distinct valid config (for grid search and tabular benchmarks)."""

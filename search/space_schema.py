@@ -40,6 +40,9 @@ SCHEMA: dict[str, dict[str, tuple[tuple | None, type]]] = {
         "weights_symmetric": ((False, True), bool),
         "excluded_nodes": (None, str),
         "matmul_scope": (MATMUL_SCOPES, str),
+        # Quantize the attention-fused model (`search.fusion`); dynamic mode only. With it, the
+        # space may quantize "Attention" (QAttention) though the export has no such node.
+        "attention_fusion": ((False, True), bool),
     },
     "calibration": {
         "method": (CALIBRATION_METHODS, str),
@@ -72,6 +75,7 @@ DIMENSIONS = {
     ("calibration", "percentile"): "percentile",
     ("session", "graph_optimization"): "graph_optimization",
     ("quantization", "matmul_scope"): "matmul_scope",
+    ("quantization", "attention_fusion"): "attention_fusion",
 }
 DEFAULTS = {
     "mode": ("dynamic",),
@@ -86,6 +90,7 @@ DEFAULTS = {
     "percentile": (99.999,),
     "graph_optimization": ("all",),
     "matmul_scope": ("all",),
+    "attention_fusion": (False,),
 }
 # Dimensions that exist only for static quantization: not suggested for dynamic trials.
 
@@ -230,6 +235,12 @@ def _check_combinations(
             f'must include "int8" when mode includes "static" and activations_dtype is '
             f"{list(acts)} (onnxruntime has no static S8U8 quantization), but got "
             f"{list(weights)}",
+        )
+    if True in choices["attention_fusion"] and "dynamic" not in modes:
+        raise fail(
+            "quantization.attention_fusion",
+            "applies to dynamic quantization only (onnxruntime has no static QAttention), "
+            'but quantization.mode does not include "dynamic"; add it or remove the key',
         )
     if modes == ("dynamic",):
         for key, allowed in (("format", "QOperator"), ("activations_dtype", "uint8")):

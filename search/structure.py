@@ -12,7 +12,10 @@ found by position and data flow, not by names:
   projections; the weight MatMuls after the layer's context product, in graph order, are its
   `attn_out`, `ffn_up` and `ffn_down`;
 - weight MatMuls past the last layer's are the `head` (pooler, classifier); Gathers that read
-  a constant table are the `embeddings`.
+  a constant table are the `embeddings`;
+- on an attention-fused graph (`search.fusion`) a layer's `Attention` node holds its Q/K/V
+  projections and its score and context products: it is the layer's `qkv` group and marks
+  the layer as a Softmax does, and the layer has no `scores` group (nothing to keep fp32).
 
 A config names parts with *selectors*: `embeddings`, `head`, a role across every layer
 (`qkv`, `attn_out`, `ffn_up`, `ffn_down`, `scores`), a whole layer (`layer3`,
@@ -53,6 +56,8 @@ _PASS_THROUGH = {
     "Identity",
 }
 _MAX_HOPS = 8
+# A whole attention block in one node (onnxruntime's transformer optimizer, `search.fusion`).
+FUSED_ATTENTION = frozenset({"Attention", "QAttention", "MultiHeadAttention"})
 
 
 def is_selector(text: str) -> bool:
@@ -168,8 +173,9 @@ def find_structure(model) -> Structure:  # model: onnx.ModelProto
     weights = [i for i in matmuls if len(nodes[i].input) > 1 and nodes[i].input[1] in constants]
     products = [i for i in matmuls if i not in set(weights)]
     softmaxes = [i for i, n in enumerate(nodes) if n.op_type == "Softmax"]
-    layer_of_softmax = {s: k for k, s in enumerate(softmaxes)}
-    product_layer: dict[int, int] = {}
+    fused = [i for i, n in enumerate(nodes) if n.op_type in FUSED_ATTENTION]
+    layer_of_softmax = {s: k for k, s in enumerate(sorted(softmaxes + fused))}
+    product_layer: dict[int, int] = {i: layer_of_softmax[i] for i in fused}
     for i in products:
         softmax = downstream(i, set(softmaxes))
         if softmax is None:
@@ -184,7 +190,7 @@ def find_structure(model) -> Structure:  # model: onnx.ModelProto
             groups.setdefault(group, []).append(nodes[index].name)
 
     for i, layer in product_layer.items():
-        add(f"layer{layer}.scores", i)
+        add(f"layer{layer}.{'qkv' if i in fused else 'scores'}", i)
     qkv_layer: dict[int, int] = {}
     targets = set(product_layer)
     for i in weights:
@@ -199,7 +205,7 @@ def find_structure(model) -> Structure:  # model: onnx.ModelProto
     for i, layer in product_layer.items():
         last_product[layer] = max(i, last_product.get(layer, i))
     first_qkv = {}
-    for i, layer in qkv_layer.items():
+    for i, layer in [*qkv_layer.items(), *((i, product_layer[i]) for i in fused)]:
         first_qkv[layer] = min(i, first_qkv.get(layer, i))
     dense: dict[int, list[int]] = {}
     for layer in range(layers):
