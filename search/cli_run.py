@@ -13,6 +13,7 @@ from search.display import (
     announce_build,
     console,
     print_frontier,
+    print_thread_summary,
     search_with_progress,
 )
 from search.settings import RunSettings
@@ -24,6 +25,8 @@ def _default(name: str) -> str:
     value = RunSettings.__dataclass_fields__[name].default
     if isinstance(value, bool):
         return name if value else f"no-{name}"
+    if isinstance(value, tuple):
+        return ",".join(map(str, value))
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
@@ -108,7 +111,11 @@ def run(
         "--objective",
         "throughput (batches of the eval data) or latency (batch size 1, p50 ratio; p90 recorded).",
     ),
-    threads: int = _setting_opt("--threads", "onnxruntime intra-op threads for every model timed."),
+    threads: str = _setting_opt(
+        "--threads",
+        "onnxruntime intra-op threads of every model timed. Several counts (1,2): one search "
+        "per count, each with its own frontier (study <study>-t<n>, one report for all).",
+    ),
     batch_size: int = _opt(
         "--batch-size",
         "Examples per batch, as served (evaluation, timing, and latency's batches).",
@@ -228,12 +235,41 @@ def serving_text(task) -> str:
 def _run(settings) -> None:
     import onnxruntime as ort
 
-    from search.pipeline import Search
     from search.quantize import quiet_libraries
-    from search.tasks.default import default_task_dir
 
     quiet_libraries()
     ort.set_default_logger_severity(3)
+    searches, reports = [], {}
+    carried: dict = {}
+    group = settings.threads if len(settings.threads) > 1 else None
+    for one in settings.per_thread_count():
+        if group:
+            console.rule(f"{one.thread_count} thread(s)")
+        search, summary, report = _run_one(one, carried, group)
+        searches.append(search)
+        if report is not None:
+            reports[search.name] = report.name
+        if summary.stopped_because == "interrupted":
+            break  # Ctrl-C stops the whole run; the same command resumes at this count
+        carried = search.frontier_configs()  # the next count starts from this frontier
+    if group and len(searches) > 1:
+        from search.report_threads import write_thread_report
+
+        studies = [s.study for s in searches]
+        base = searches[0].study.user_attrs["thread_group"]["base"]
+        if settings.report:
+            path = write_thread_report(
+                studies, Path("reports") / f"{base}.html", settings.max_drop, reports
+            )
+            console.print(f"Report of every thread count: {path}")
+        print_thread_summary(studies, settings.max_drop)
+
+
+def _run_one(settings, carried: dict, group: tuple[int, ...] | None):
+    """One search at one thread count: prepare, search with progress, report."""
+    from search.pipeline import Search
+    from search.tasks.default import default_task_dir
+
     building = (
         settings.task_dir is None
         and settings.model is None
@@ -244,6 +280,8 @@ def _run(settings) -> None:
             settings,
             task_progress=bars.report if bars else None,
             before_task=announce_build if building else None,
+            carried=carried,
+            thread_group=group,
         )
     space, fp32 = search.space, search.study.user_attrs["fp32_accuracy"]
     console.print(serving_text(search.task), highlight=False, markup=False)
@@ -252,14 +290,17 @@ def _run(settings) -> None:
         f"; space {space.name}, operators {', '.join(space.operators)}); strategy "
         f"{search.strategy.name}, budget {settings.budget} trials"
         + (f", timeout {settings.timeout:g} s" if settings.timeout else "")
-        + f"; {search.evaluated()} already evaluated."
+        + f", {settings.thread_count} thread(s); {search.evaluated()} already evaluated."
+        + (f" First: {len(carried)} config(s) of the last count's frontier." if carried else "")
     )
     summary = search_with_progress(search)
     console.print(
         f"Stopped: {summary.stopped_because}. This run: {summary.evaluated} evaluated "
         f"({summary.failed} failed), {summary.duplicates} duplicates skipped."
     )
-    if settings.report:
-        console.print(f"Report: {search.write_report()}")
+    report = search.write_report() if settings.report else None
+    if report is not None:
+        console.print(f"Report: {report}")
     print_frontier(search.study, settings.max_drop)
     console.print(f"Open the study in the dashboard: optuna-dashboard {search.storage_url}")
+    return search, summary, report

@@ -181,7 +181,7 @@ def store_measurement(study, trial, speed, threads: int, objective: str) -> str:
     here = worker_info(threads)
     if (
         recorded.get("cpu"),
-        settings.get("threads", 1),
+        recorded.get("threads", 1),
         settings.get("objective", "throughput"),
     ) != (
         here["cpu"],

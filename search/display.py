@@ -143,3 +143,30 @@ def print_frontier(study, max_drop: float) -> None:
             (f"[{row.reference}] " if row.reference else "") + row.config,
         )
     console.print(table)
+
+
+def print_thread_summary(studies, max_drop: float) -> None:
+    """The best config at each thread count of a multi-count run, as one table."""
+    from search.report_threads import thread_rows
+
+    table = Table(
+        title="Best config per thread count (speedup over fp32 at the same count)",
+        caption=f"within {100 * max_drop:g} point(s) of fp32 (--max-drop {max_drop:g})",
+    )
+    columns = ("threads", "study", "fp32 samples/s", "trial", "speedup", "95% interval")
+    for column in (*columns, "vs fp32 (pts)", "samples/s", "config"):
+        table.add_column(column, overflow="fold")
+    for r in thread_rows(studies, max_drop).itertuples():
+        found = r.trial is not None
+        table.add_row(
+            str(r.threads),
+            r.study,
+            f"{r.fp32_sps:.1f}",
+            str(r.trial) if found else "-",
+            f"{r.speedup:.3f}x" if found else "-",
+            f"{r.speedup_low:.3f}-{r.speedup_high:.3f}" if found else "-",
+            f"{r.vs_fp32_points:+.2f}" if found else "-",
+            f"{r.int8_sps:.1f}" if found else "-",
+            r.config,
+        )
+    console.print(table)

@@ -22,6 +22,7 @@ from search.liveness import claim_lock, running_elsewhere
 from search.measure import TimingSettings
 from search.note import save_frontier_note
 from search.objective import Evaluator
+from search.ranking import within_drop
 from search.report import write_report
 from search.runner import RunSummary, evaluate_references, evaluated_count, run_search
 from search.seeds import seeds_for
@@ -36,6 +37,11 @@ from search.tasks.base import TextClassificationTask
 from search.worker import worker_info
 
 
+def group_study_name(base: str, threads: int) -> str:
+    """The study of one thread count of a multi-count run."""
+    return f"{base}-t{threads}"
+
+
 @dataclass
 class Search:
     settings: RunSettings
@@ -44,13 +50,15 @@ class Search:
     task: TextClassificationTask
     study: optuna.Study
     storage_url: str
+    # Configs to try first besides this CPU's recipes: another thread count's frontier.
+    carried: dict[str, QuantConfig] = field(default_factory=dict)
     evaluator: Evaluator | IsolatedEvaluator = field(init=False)
 
     def __post_init__(self) -> None:
         timing = TimingSettings(
             seconds=self.settings.timing_seconds,
             target=self.settings.timing_target,
-            threads=self.settings.threads,
+            threads=self.settings.thread_count,
             objective=self.settings.objective,
         )
         prune = PruneSettings(drop=self.settings.prune_drop)
@@ -69,9 +77,15 @@ class Search:
         settings: RunSettings,
         task_progress=None,
         before_task: Callable[[], None] | None = None,
+        carried: dict[str, QuantConfig] | None = None,
+        thread_group: tuple[int, ...] | None = None,
     ) -> Search:
         """Check every input, cheapest first, then load the task (`before_task` announces a
-        build that takes minutes, once nothing else can fail first) and open the study."""
+        build that takes minutes, once nothing else can fail first) and open the study.
+
+        One of several thread counts (`thread_group`, split by `RunSettings.per_thread_count`)
+        is the study `<name>-t<threads>`, in the same storage as the other counts' studies;
+        `carried` configs are tried first (`seeds`)."""
         space = load_space(settings.space)
         strategy = make_strategy(
             settings.beam,
@@ -87,21 +101,27 @@ class Search:
         task = load_task(settings, task_progress)
         structure = model_structure(task.model_path)
         space = strategy.bind(space.resolve(task.operators, structure=structure), structure)
-        name = check_study_name(settings.study or f"{task.name}-{space.name}-{strategy.name}")
+        base = check_study_name(settings.study or f"{task.name}-{space.name}-{strategy.name}")
+        name = group_study_name(base, settings.thread_count) if thread_group else base
+        check_study_name(name)
+        url = settings.storage or default_storage(base)
         study = open_study(
             name,
-            settings.storage,
+            url,
             space,
             task.describe(),
             strategy.sampler(),
             strategy.name,
             allow_new_space=settings.continue_with_new_space,
             objective=settings.objective,
+            threads=settings.thread_count,
         )
         study.set_user_attr("settings", settings.to_dict())
         study.set_user_attr("metric", task.metric)
-        url = settings.storage or default_storage(name)
-        return cls(settings, space, strategy, task, study, url)
+        if thread_group:
+            group = [group_study_name(base, t) for t in thread_group]
+            study.set_user_attr("thread_group", {"base": base, "studies": group})
+        return cls(settings, space, strategy, task, study, url, dict(carried or {}))
 
     @property
     def name(self) -> str:
@@ -117,8 +137,17 @@ class Search:
         return out
 
     def seeds(self) -> dict[str, QuantConfig]:
-        """The seed recipes for this worker's CPU that the space holds (`search.seeds`)."""
-        return seeds_for(worker_info(self.settings.threads)["isa"], self.space)
+        """The seed recipes for this worker's CPU that the space holds (`search.seeds`; unless
+        --no-seeds), then the configs carried from another thread count's frontier."""
+        seeds = {}
+        if self.settings.seeds:
+            seeds = seeds_for(worker_info(self.settings.thread_count)["isa"], self.space)
+        known = {c.key for c in seeds.values()}
+        for label, config in self.carried.items():
+            if config.key not in known and self.space.contains(config):
+                seeds[label] = config
+                known.add(config.key)
+        return seeds
 
     def run(
         self,
@@ -147,7 +176,7 @@ class Search:
 
         try:
             seeded = RunSummary()
-            seeds = self.seeds() if self.settings.seeds else {}
+            seeds = self.seeds()
             if seeds:  # first: the known-good recipes, a good answer within a minute
                 if on_stage:
                     on_stage("seed recipes")
@@ -188,6 +217,24 @@ class Search:
 
     def evaluated(self) -> int:
         return evaluated_count(self.study)
+
+    def frontier_configs(self, limit: int = 4) -> dict[str, QuantConfig]:
+        """The fastest frontier configs within --max-drop (at most `limit`), labelled, to
+        carry into the search at the next thread count."""
+        from search.results import pareto_rows
+
+        rows = pareto_rows(self.study)
+        if rows.empty:
+            return {}
+        fp32 = self.study.user_attrs["fp32_accuracy"]
+        rows = rows[within_drop(rows["accuracy"], fp32, self.settings.max_drop)].head(limit)
+        threads = self.settings.thread_count
+        return {
+            f"frontier at {threads} thread(s), trial {int(r.trial)}": QuantConfig.from_dict(
+                self.study.trials[int(r.trial)].user_attrs["config"]
+            )
+            for r in rows.itertuples()
+        }
 
     def write_report(self) -> Path:
         return write_report(

@@ -8,7 +8,7 @@ derive their keys, types and defaults from its fields.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import optuna
@@ -56,7 +56,9 @@ class RunSettings:
     # 36 s 1.5%.
     confirm_seconds: float | None = _setting(None, "measure")
     objective: str = _setting("throughput", "measure")
-    threads: int = _setting(1, "measure")
+    # onnxruntime intra-op threads of every timed session. Several counts: one search (one
+    # study, `<study>-t<n>`) per count, each count's frontier measured at that count.
+    threads: tuple[int, ...] = _setting((1,), "measure")
     # The serving shape: examples per batch (None: 32 for throughput, 1 for latency), tokens
     # per example, and padding to the longest in each batch or to max_length.
     batch_size: int | None = _setting(None, "measure")
@@ -120,8 +122,7 @@ class RunSettings:
                 f"--trial-time-limit must be a positive number of seconds, but got "
                 f"{self.trial_time_limit}"
             )
-        if self.threads < 1:
-            raise QsearchError(f"--threads must be at least 1, but got {self.threads}")
+        object.__setattr__(self, "threads", parse_threads(self.threads))
         check_serving_shape(self.batch_size, self.max_length, self.padding, self.pooling)
         if self.study is not None:
             check_study_name(self.study)
@@ -144,6 +145,44 @@ class RunSettings:
     @property
     def budget(self) -> int:
         return self.trials or DEFAULT_BUDGET["beam" if self.sampler is None else "sampler"]
+
+    @property
+    def thread_count(self) -> int:
+        """The one thread count of a search (`per_thread_count` splits a run of several)."""
+        if len(self.threads) != 1:
+            raise QsearchError(
+                f"one search times at one thread count; split --threads "
+                f"{','.join(map(str, self.threads))} with per_thread_count()"
+            )
+        return self.threads[0]
+
+    def per_thread_count(self) -> list[RunSettings]:
+        """One search's settings per thread count, in the order given: the best config can
+        change with the count, so each count gets its own frontier (and study)."""
+        if len(self.threads) == 1:
+            return [self]
+        return [replace(self, threads=(t,)) for t in self.threads]
+
+
+def parse_threads(value) -> tuple[int, ...]:
+    """Thread counts from an int, a list of ints (study files, stored settings) or "1,2"
+    (the command line): distinct, each at least 1, in the order given."""
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.split(",")]
+        counts = [int(p) if p.isdigit() else p for p in parts]
+    elif isinstance(value, int) and not isinstance(value, bool):
+        counts = [value]
+    elif isinstance(value, list | tuple):
+        counts = list(value)
+    else:
+        counts = [value]
+    good = all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in counts)
+    if not counts or not good or len(set(counts)) != len(counts):
+        raise QsearchError(
+            f"--threads must be one thread count or several distinct ones separated by "
+            f"commas, each at least 1 (e.g. 1 or 1,2), but got {value!r}"
+        )
+    return tuple(counts)
 
 
 def load_task(settings: RunSettings, progress=None) -> TextClassificationTask:

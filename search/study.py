@@ -85,12 +85,52 @@ def open_study(
     strategy: str,
     allow_new_space: bool = False,
     objective: str = "throughput",
+    threads: int = 1,
 ) -> optuna.Study:
     check_study_name(name)
     url = check_storage_url(storage or default_storage(name))
     with claim_lock(url):  # workers started together create the schema and attributes once
-        return _open_study(
+        study = _open_study(
             name, url, space, task_description, sampler, strategy, allow_new_space, objective
+        )
+        check_same_measurement(study, url, task_description, threads)
+        return study
+
+
+# What a study's speedups and metric were measured at: resuming with another value would mix
+# two measurements in one frontier (`task` attribute keys, as TextClassificationTask.describe
+# writes them, with the option that sets each).
+MEASURED_AT = {
+    "batch_size": "--batch-size",
+    "latency_batch_size": "--batch-size",
+    "max_length": "--max-length",
+    "padding": "--padding",
+    "metric": "--metric",
+    "output": "--output",
+    "pooling": "--pooling",
+}
+
+
+def check_same_measurement(
+    study: optuna.Study, url: str, task_description: dict[str, Any], threads: int
+) -> None:
+    """Refuse to resume a study at another serving shape, output, metric or thread count
+    than its trials were measured at (an older study without the record is let through)."""
+    stored = study.user_attrs.get("task") or {}
+    changes = [
+        f"{option} {stored[key]!r} (now {task_description.get(key)!r})"
+        for key, option in MEASURED_AT.items()
+        if key in stored and stored[key] != task_description.get(key)
+    ]
+    before = (study.user_attrs.get("settings") or {}).get("threads")
+    before = [before] if isinstance(before, int) else before
+    if before is not None and list(before) != [threads]:
+        changes.append(f"--threads {','.join(map(str, before))} (now {threads})")
+    if changes:
+        raise StorageError(
+            f"study {study.study_name!r} in {url} was measured at "
+            f"{'; '.join(dict.fromkeys(changes))}: its trials would not compare with new "
+            f"ones; use another --study name, or run it with the same options"
         )
 
 

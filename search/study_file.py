@@ -21,7 +21,10 @@ from search.settings import RunSettings
 
 
 def _value_type(hint) -> type:
-    """int, float, bool, str or Path: a field's type without its `| None`."""
+    """int, float, bool, str, Path or tuple (of ints: thread counts): a field's type without
+    its `| None`."""
+    if typing.get_origin(hint) is tuple:
+        return tuple
     types = [t for t in typing.get_args(hint) if t is not NoneType] or [hint]
     assert len(types) == 1, f"a study-file field has one type besides None, not {hint}"
     return types[0]
@@ -44,12 +47,27 @@ def _schema() -> tuple[dict[str, str], dict[str, dict[str, str]], dict[str, type
 
 
 TOP, SECTIONS, TYPES = _schema()
-TYPE_NAMES = {int: "int", float: "float", bool: "bool", str: "str", Path: "str (a path)"}
+TYPE_NAMES = {
+    int: "int",
+    float: "float",
+    bool: "bool",
+    str: "str",
+    Path: "str (a path)",
+    tuple: "int or a list of ints",
+}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _checked(where: str, value: Any, expected: type) -> Any:
     """`value` as a value of `expected`; TOML's int is taken for a float, never a bool for an
     int (TOML has no null: a field left at None is a key left out)."""
+    if expected is tuple:
+        if _is_int(value) or (isinstance(value, list) and value and all(map(_is_int, value))):
+            return tuple(value) if isinstance(value, list) else (value,)
+        raise QsearchError(f"{where} must be an {TYPE_NAMES[tuple]}, but got {value!r}")
     accepted = (int, float) if expected is float else str if expected is Path else expected
     if isinstance(value, accepted) and (expected is bool or not isinstance(value, bool)):
         return float(value) if expected is float else value

@@ -61,7 +61,7 @@ timing_seconds = 6
 timing_target = 0.02
 confirm_seconds = 18.0
 objective = "latency"
-threads = 2
+threads = [2, 1]
 batch_size = 4
 max_length = 256
 padding = "max_length"
@@ -92,6 +92,7 @@ def test_a_study_file_with_every_key_loads_with_the_fields_types(tmp_path):
     assert settings.timing_target == 0.02 and settings.objective == "latency"
     assert (settings.batch_size, settings.max_length, settings.padding) == (4, 256, "max_length")
     assert (settings.output, settings.pooling) == ("sentence_embedding", "cls")
+    assert settings.threads == (2, 1)
 
 
 @pytest.mark.parametrize(
@@ -175,8 +176,10 @@ def test_run_help_shows_the_dataclass_defaults():
                 assert option.default is f.default
             continue
         assert option.default is None  # unset unless given, so a study file's value stands
-        assert option.show_default == (
-            f"{f.default:g}" if type(f.default) is float else str(f.default)
-        )
+        if isinstance(f.default, tuple):  # thread counts: as the option takes them, "1,2"
+            expected = ",".join(map(str, f.default))
+        else:
+            expected = f"{f.default:g}" if type(f.default) is float else str(f.default)
+        assert option.show_default == expected
         shown += 1
     assert shown >= 10 and options["timing_seconds"].show_default == "12"
