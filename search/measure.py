@@ -10,6 +10,12 @@ falls below the speed the config would need to reach the frontier at its accurac
 timing could not put it there. A raced interval is computed exactly as any other, from fewer
 blocks, so it is only wider.
 
+`seconds` bounds the whole measurement, warm-up included, whatever one pair costs: blocks are
+sized from the first pair's time so that `min_blocks` of them fit in what is left (never more
+pairs than `block_pairs`), and the budget is checked after every block from the second on,
+so a measurement overruns it by at most one block (benchmarks/trial_cost.py --model-size
+base shows it on a BERT-base-size model, whose pair takes ~1 s at one thread).
+
 Other processes' CPU use is read from /proc/stat during every block. Blocks measured while
 another process held more than `load_threshold` of a core are left out of the estimate when
 enough clean blocks remain (timing goes on to get them); otherwise all blocks are used, the
@@ -37,7 +43,7 @@ OBJECTIVES = ("throughput", "latency")
 class TimingSettings:
     """How speed is measured; recorded with every trial."""
 
-    seconds: float = 12.0  # most interleaved timing per measurement, after warm-up
+    seconds: float = 12.0  # most time per measurement, warm-up included (see the docstring)
     target: float = 0.02  # stop once the interval's relative half-width is at most this
     block_pairs: int = 3  # pairs per block (latency: x8, single examples are short)
     min_blocks: int = 4
@@ -78,6 +84,8 @@ class Speedup:
     candidate_p50_ms: float
     candidate_p90_ms: float
     race_below: float | None = None  # the frontier's speed at this accuracy, when racing
+    warmup_seconds: float = 0.0  # untimed runs before timing (inside the budget)
+    block_size: int = 0  # pairs per block, sized from the first pair's time
 
     @property
     def rel_half_width(self) -> float:
@@ -170,24 +178,27 @@ def paired_speedup(
     below it: two non-overlapping 95% intervals, checked after each block from the second
     on (the config stays off the frontier unless both intervals are wrong together)."""
     probe = probe or LoadProbe()
+    started = clock()  # the budget covers the warm-up too
     for i in range(settings.warmup_runs):
         batch = batches[i % len(batches)]
         if not baseline_warm:  # a session timed before in this process needs no warm-up
             baseline.run(None, batch.inputs)
         candidate.run(None, batch.inputs)
-    per_block = settings.block_pairs * (8 if settings.objective == "latency" else 1)
+    warmup = clock() - started
+    most = settings.block_pairs * (8 if settings.objective == "latency" else 1)
+    per_block = most  # resized from the first pair's time
     base_t: list[float] = []
     cand_t: list[float] = []
     logs: list[float] = []
     loads: list[float] = []
     samples = 0
-    started = clock()
+    timing_started = clock()
     stopped = "budget"
     i = 0
     while True:
         probe.start()
         block: list[float] = []
-        for _ in range(per_block):
+        while len(block) < per_block:
             batch = batches[i % len(batches)]
             if i % 2 == 0:  # ABBA: alternate which model runs first
                 b = _timed(baseline, batch, clock)
@@ -200,23 +211,26 @@ def paired_speedup(
             block.append(math.log(b / c) if b > 0 and c > 0 else 0.0)
             samples += len(batch)
             i += 1
+            if i == 1:
+                per_block = _block_size(settings, most, b + c, settings.seconds - warmup)
         loads.append(probe.stop())
         if settings.objective == "latency":  # block statistic: ratio of median latencies
-            b_med = float(np.median(base_t[-per_block:]))
-            c_med = float(np.median(cand_t[-per_block:]))
+            b_med = float(np.median(base_t[-len(block) :]))
+            c_med = float(np.median(cand_t[-len(block) :]))
             logs.append(math.log(b_med / c_med) if b_med > 0 and c_med > 0 else 0.0)
         else:
             logs.append(float(np.mean(block)))
+        if len(logs) < 2:  # an interval needs two blocks
+            continue
         # Racing may stop from two blocks on: the t-interval is honest (wide) for few blocks.
-        raced = race_below is not None and len(logs) >= 2
-        if raced and estimate_blocks(logs, loads, settings)[0].high < race_below:
+        if race_below is not None and estimate_blocks(logs, loads, settings)[0].high < race_below:
             stopped = "raced"
+            break
+        if clock() - started >= settings.seconds:
             break
         if len(logs) < settings.min_blocks:
             continue
         est, loaded = estimate_blocks(logs, loads, settings, floor=False)
-        if clock() - started >= settings.seconds:
-            break
         clean_enough = len(logs) - loaded >= settings.min_blocks
         if est.rel_half_width <= settings.target and clean_enough:
             stopped = "target"
@@ -232,7 +246,7 @@ def paired_speedup(
         blocks=len(logs),
         baseline_sps=samples / max(float(base.sum()), 1e-12),
         candidate_sps=samples / max(float(cand.sum()), 1e-12),
-        seconds=clock() - started,
+        seconds=clock() - timing_started,
         stopped=stopped,
         other_load=float(np.mean(loads)),
         loaded=loaded > 0,
@@ -242,4 +256,16 @@ def paired_speedup(
         candidate_p50_ms=1000 * float(np.percentile(cand, 50)),
         candidate_p90_ms=1000 * float(np.percentile(cand, 90)),
         race_below=race_below,
+        warmup_seconds=warmup,
+        block_size=per_block,
     )
+
+
+def _block_size(settings: TimingSettings, most: int, pair_seconds: float, left: float) -> int:
+    """Pairs per block such that `min_blocks` blocks fit in the `left` seconds of the
+    budget (at least one pair, at most `most`): on a small model this is `most`; on a model
+    whose pair takes seconds, one pair per block, so the budget still holds."""
+    if pair_seconds <= 0:
+        return most
+    fit = int(left / (settings.min_blocks * pair_seconds))
+    return max(1, min(most, fit))

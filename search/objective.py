@@ -142,9 +142,10 @@ class Evaluator:
         self._baseline_warm = True
         return speed
 
-    def options_gain(self, config: QuantConfig) -> Speedup | None:
+    def options_gain(self, config: QuantConfig, seconds: float | None = None) -> Speedup | None:
         """fp32's own speedup under the candidate's session options (None for the defaults):
-        the share of a trial's speedup owed to the options rather than to quantization."""
+        the share of a trial's speedup owed to the options rather than to quantization.
+        Measured once per set of options, in `seconds` (default: the timing budget)."""
         key = config.session_key()
         if key == ("all", ()):
             return None
@@ -152,8 +153,21 @@ class Evaluator:
             session = make_session(
                 self.task.model_path, config.session_options(self.timing.threads)
             )
-            self._options_gain[key] = self._speedup(session, self.timing)
+            timing = self.timing if seconds is None else replace(self.timing, seconds=seconds)
+            self._options_gain[key] = self._speedup(session, timing)
         return self._options_gain[key]
+
+    def _timing_phase(self, config: QuantConfig, session, race_below: float | None):
+        """The candidate's speedup and its options' gain within one `--timing-seconds`: when
+        the gain is not measured yet it takes a third of the budget, first, and the candidate
+        what is left (each overruns by at most one block: `paired_speedup`)."""
+        started = time.perf_counter()
+        gain = None
+        if config.session_key() != ("all", ()) and config.session_key() not in self._options_gain:
+            gain = self.options_gain(config, self.timing.seconds / 3)
+        left = max(self.timing.seconds - (time.perf_counter() - started), 0.0)
+        speed = self._speedup(session, replace(self.timing, seconds=left), race_below=race_below)
+        return speed, gain or self.options_gain(config)
 
     def _quantize(self, config: QuantConfig, out: Path, phases: dict[str, float]) -> Path:
         """Calibrate (cached ranges) and quantize `config`: the quantized file."""
@@ -339,8 +353,7 @@ class Evaluator:
             del scoring
             frontier = (*context.frontier, (self.fp32_accuracy, 1.0))
             bar = race_bar(frontier, accuracy) if self.prune.race else None
-            speed = self._speedup(session, self.timing, race_below=bar)
-            gain = self.options_gain(config)
+            speed, gain = self._timing_phase(config, session, bar)
             phases["timing"] = time.perf_counter() - t
             if not math.isfinite(speed.ratio) or speed.ratio <= 0:
                 raise TrialError(f"speedup is {speed.ratio}")

@@ -169,3 +169,27 @@ def test_racing_stops_once_the_upper_bound_is_below_the_frontier_and_stays_hones
     assert full.stopped == "budget" and raced.blocks < full.blocks
     assert raced.high - raced.low >= full.high - full.low  # fewer blocks: only wider
     assert measure(0.02, settings, race_below=1.5).stopped == "budget"  # could reach it
+
+
+def test_a_model_whose_pair_takes_seconds_keeps_the_budget_warm_up_included():
+    """A BERT-base-size pair (here 2 s of fake time): blocks shrink to one pair and timing
+    stops after the block that reaches the budget; before, 4 blocks of 3 pairs took 24 s."""
+    settings = TimingSettings(seconds=12, target=1e-6, floor=0.0)  # the target is never met
+    clock = FakeClock()
+    base = FakeSession(clock, 1.4, 0.05, seed=1)
+    cand = FakeSession(clock, 0.6, 0.05, seed=2)
+    result = paired_speedup(base, cand, BATCHES, settings, clock=clock, probe=FakeProbe(()))
+    assert result.block_size == 1 and result.stopped == "budget"
+    assert result.warmup_seconds == pytest.approx(2.0, rel=0.2)
+    one_block = 2.0 * 1.3  # a pair, with jitter
+    assert 12 <= result.warmup_seconds + result.seconds <= 12 + one_block
+    assert result.blocks >= 2 and result.low <= 1.4 / 0.6 <= result.high
+
+
+def test_a_small_model_keeps_its_block_size():
+    result = measure(0.005, TimingSettings(seconds=60, target=0.02, floor=0.0))
+    assert result.block_size == 3  # 0.3 s pairs: 4 blocks of 3 fit many times in 60 s
+    # 2 s, 0.3 s warm-up: (2 - 0.3) / (4 blocks x 0.3 s) = 1 pair per block
+    tight = measure(0.005, TimingSettings(seconds=2.0, target=1e-6, floor=0.0))
+    assert tight.block_size == 1 and tight.blocks >= 4
+    assert 2.0 <= tight.warmup_seconds + tight.seconds <= 2.0 + 0.31
