@@ -1,6 +1,8 @@
 """Which MatMuls to quantize, side by side: every-MatMul (what Optimum quantizes) against
 weight-MatMuls-only (onnxruntime's MatMulConstBOnly, now `matmul_scope = "weights"`), with
-Optimum's fastest preset for reference, on the default task.
+Optimum's fastest preset for reference, on the default task; and the weight-MatMul config on
+the attention-fused model (`attention_fusion`: QAttention, or the fused block left fp32), whose
+speedup is measured against the same unfused fp32 export as every other row.
 
 Each candidate is timed against fp32 on the same batches, round-robin: round r times every
 candidate once (`--seconds` each, paired and interleaved with fp32) before round r+1, so the
@@ -9,6 +11,7 @@ rounds (geometric mean of the rounds' ratios, interval from their spread). Accur
 task's evaluation set. Prints a table and one JSON line.
 
     .venv/bin/python benchmarks/node_scopes.py --rounds 3 --seconds 10
+    .venv/bin/python benchmarks/node_scopes.py --only "weight MatMuls, per-channel" --rounds 2
 """
 
 from __future__ import annotations
@@ -31,8 +34,16 @@ from search.worker import describe_worker, worker_info  # noqa: E402
 FUSION_OFF = ("SkipLayerNormFusion",)
 
 
-def candidates() -> dict[str, QuantConfig]:
+def candidates(fusion: bool = False) -> dict[str, QuantConfig]:
+    """The rows, by name; `fusion` adds the attention-fused ones."""
     base = QuantConfig(operators=("MatMul",), per_channel=True, disabled_fusions=FUSION_OFF)
+    weights = base.replace(matmul_scope="weights")
+    fused = {
+        "weight MatMuls, per-channel, fused attention (QAttention)": weights.replace(
+            attention_fusion=True, operators=["Attention", "MatMul"]
+        ),
+        "weight MatMuls, per-channel, fused attention fp32": weights.replace(attention_fusion=True),
+    }
     presets = optimum_dynamic_presets()
     return {
         "all MatMuls, per-channel": base,
@@ -42,14 +53,32 @@ def candidates() -> dict[str, QuantConfig]:
             matmul_scope="weights", operators=["Gather", "MatMul"]
         ),
         "optimum avx512_vnni preset": presets["avx512_vnni"],
+        **(fused if fusion else {}),
     }
 
 
-def run_benchmark(task, rounds: int, seconds: float, progress=print) -> dict:
+def select(configs: dict[str, QuantConfig], only: list[str] | None) -> dict[str, QuantConfig]:
+    """The rows whose name starts with one of `only` (all rows when None); none is an error."""
+    if not only:
+        return configs
+    chosen = {n: c for n, c in configs.items() if any(n.startswith(p) for p in only)}
+    if not chosen:
+        raise SystemExit(f"--only must start a row's name ({', '.join(configs)}), got {only}")
+    return chosen
+
+
+def run_benchmark(
+    task,
+    rounds: int,
+    seconds: float,
+    progress=print,
+    fusion: bool = False,
+    only: list[str] | None = None,
+) -> dict:
     """Accuracy and round-robin speedup of every candidate on `task` (see the docstring)."""
     from search.calibrate import CalibrationCache
 
-    configs = candidates()
+    configs = select(candidates(fusion), only)
     fp32 = make_session(task.model_path, make_session_options())
     fp32_outputs = task.outputs(fp32)
     fp32_accuracy = task.score(fp32_outputs)
@@ -92,22 +121,36 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10.0, help="timing per candidate/round")
+    parser.add_argument(
+        "--no-fusion", action="store_true", help="leave out the attention-fused rows"
+    )
+    parser.add_argument(
+        "--only", action="append", help="run only rows whose name starts with this (repeatable)"
+    )
     args = parser.parse_args()
     quiet_libraries()
     from search.tasks.default import default_task
 
     result = run_benchmark(
-        default_task(), args.rounds, args.seconds, lambda m: print(m, file=sys.stderr)
+        default_task(),
+        args.rounds,
+        args.seconds,
+        lambda m: print(m, file=sys.stderr),
+        fusion=not args.no_fusion,
+        only=args.only,
     )
     print(
         f"CPU: {result['cpu']}; fp32 accuracy {result['fp32_accuracy']:.4f}; "
         f"{args.rounds} rounds x {args.seconds:g} s, round-robin"
     )
-    print(f"{'config':<40} {'accuracy':>9} {'drop pts':>9} {'speedup':>8} {'95% interval':>16}")
+    width = max(40, *(len(row["config"]) for row in result["rows"]))
+    print(
+        f"{'config':<{width}} {'accuracy':>9} {'drop pts':>9} {'speedup':>8} {'95% interval':>16}"
+    )
     for row in result["rows"]:
         interval = f"[{row['low']:.2f}-{row['high']:.2f}]"
         print(
-            f"{row['config']:<40} {row['accuracy']:>9.4f} {row['drop_points']:>9.1f} "
+            f"{row['config']:<{width}} {row['accuracy']:>9.4f} {row['drop_points']:>9.1f} "
             f"{row['speedup']:>7.2f}x {interval:>16}"
         )
     print(json.dumps(result))

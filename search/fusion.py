@@ -30,7 +30,7 @@ from pathlib import Path
 
 from search.errors import ConfigError
 from search.files import atomic_write
-from search.structure import FUSED_ATTENTION
+from search.structure import FUSED_ATTENTION, is_scores_group
 
 FUSION_FORMAT = 2
 
@@ -52,7 +52,7 @@ def check_fusable(mode: str, fp32_groups: tuple[str, ...]) -> None:
             f"`attention_fusion` must be false in {mode} mode (calibration ranges are of the "
             f"unfused graph and onnxruntime has no static QAttention), but got true"
         )
-    scores = [g for g in fp32_groups if g.split(".")[-1] == "scores"]
+    scores = [g for g in fp32_groups if is_scores_group(g)]
     if scores:
         raise ConfigError(
             f"`fp32_groups` must not name attention scores when `attention_fusion` is true "

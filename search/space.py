@@ -18,7 +18,7 @@ from typing import Any
 from search.config import QuantConfig, quantizable_operators
 from search.errors import ConfigError, SpaceError
 from search.space_schema import parse_toml, read_space_text, usable_operators, validate_space
-from search.structure import Structure
+from search.structure import Structure, is_scores_group
 
 SPACES_DIR = Path(__file__).resolve().parent.parent / "spaces"
 # Operators that only move or select data: quantizing one of them alone changes little (they
@@ -56,11 +56,6 @@ def applies(name: str, values: dict[str, Any]) -> bool:
     if name in DYNAMIC_ONLY and values.get("mode") != "dynamic":
         return False
     return name != "percentile" or values.get("calibration") == "percentile"
-
-
-def is_scores_group(selector: str) -> bool:
-    """A selector of attention score products: no node of an attention-fused graph."""
-    return selector.split(".")[-1] == "scores"
 
 
 @dataclass(frozen=True)
@@ -169,6 +164,8 @@ class SearchSpace:
     def default_config(self, operators: Sequence[str]) -> QuantConfig:
         """The config made of every dimension's first value, with `operators`."""
         values = {name: choices[0] for name, choices in self.values}
+        if not values["attention_fusion"]:  # operators only the fused model has drop out
+            operators = [op for op in operators if op not in self.fused_operators]
         return self.make_config(values, operators, ())
 
     def make_config(

@@ -64,6 +64,11 @@ def is_selector(text: str) -> bool:
     return bool(SELECTOR.match(text))
 
 
+def is_scores_group(selector: str) -> bool:
+    """A selector of attention score products: no node of an attention-fused graph."""
+    return selector.split(".")[-1] == "scores"
+
+
 def selector_help() -> str:
     return (
         "embeddings, head, a role (" + ", ".join(ROLES) + "), a layer (layer0, first_layer, "

@@ -19,7 +19,7 @@ from search.config import QuantConfig
 from search.errors import ConfigError, SpaceError
 from search.measure import make_session
 from search.quantize import quantize
-from search.space import SearchSpace
+from search.space import SearchSpace, load_space
 from search.structure import model_structure
 
 FUSED = QuantConfig(operators=("Attention", "MatMul"), attention_fusion=True)
@@ -175,3 +175,34 @@ def test_spaces_without_the_dimension_keep_their_digest_and_bad_values_are_refus
         SearchSpace.from_text("[quantization]\nattention_fusion = 1\n")
     with pytest.raises(SpaceError, match="applies to dynamic quantization only"):
         SearchSpace.from_text('[quantization]\nmode = ["static"]\nattention_fusion = [true]\n')
+
+
+def test_the_scopes_benchmark_times_the_fused_rows_beside_the_unfused(tiny_task):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "node_scopes.py"
+    spec = importlib.util.spec_from_file_location("node_scopes", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert len(bench.candidates()) == 5  # `make bench-scopes` without fusion: as before
+    only = ["weight MatMuls, per-channel"]
+    result = bench.run_benchmark(
+        tiny_task, rounds=1, seconds=0.2, progress=lambda _: None, fusion=True, only=only
+    )
+    rows = {r["config"]: r for r in result["rows"]}
+    assert len(rows) == 3 and sum("fused" in name for name in rows) == 2
+    assert all(len(r["rounds"]) == 1 and r["speedup"] > 0 for r in rows.values())
+    with pytest.raises(SystemExit, match="--only must start a row's name"):
+        bench.select(bench.candidates(True), ["no such row"])
+
+
+def test_the_beam_starts_from_the_unfused_default_of_a_fusion_space(tiny_task):
+    from search.strategies.beam import BeamSearch
+
+    space = load_space("attention").resolve(tiny_task.operators)
+    start = space.default_config(space.operators)
+    assert not start.attention_fusion and "Attention" not in start.operators
+    initial = BeamSearch(width=2).initial(space)
+    assert initial and not any("Attention" in c.operators for c in initial)
+    assert any(c.attention_fusion for c in space.neighbours(initial[0]))
