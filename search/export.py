@@ -20,6 +20,7 @@ from search.calibrate import CalibrationCache
 from search.config import QuantConfig
 from search.errors import QsearchError
 from search.files import temp_dir
+from search.fusion import source_model
 from search.measure import make_session
 from search.quantize import quantize
 from search.results import best_row, pooled_speeds
@@ -163,7 +164,8 @@ def export_trial(
         if source_config.exists():
             shutil.copyfile(source_config, work / "config.json")  # mode: the umask's
         task.tokenizer.save_pretrained(work)
-        structure = model_structure(task.model_path)
+        # node names as quantize() resolved them: on the fused copy for a fused config
+        structure = model_structure(source_model(config, task.model_path))
         ORTConfig(quantization=config.to_optimum(structure)).save_pretrained(work)
         session = {
             "graph_optimization": config.graph_optimization,

@@ -58,6 +58,7 @@ import numpy as np
 
 from search.config import QuantConfig, make_session_options
 from search.files import atomic_write
+from search.fusion import source_model
 from search.structure import Structure, is_selector, model_structure
 
 SOURCE = "leave-one-group-in"
@@ -143,7 +144,7 @@ def compute_sensitivity(task, base: QuantConfig, cache: bool = True) -> dict[str
     from search.quantize import quantize
 
     started = time.perf_counter()
-    structure = model_structure(task.model_path)
+    structure = model_structure(source_model(base, task.model_path))  # a fused base: fused names
     groups = quantized_groups(structure, base)
     batches = [b for part in task.eval_slices[:_SLICES] for b in part]
     refs = task.eval_references

@@ -246,7 +246,7 @@ def test_model_and_data_go_together_and_must_exist(workdir, hf_model, tmp_path):
     empty = tmp_path / "empty.csv"
     empty.write_text("text,label\n")
     result = invoke("run", "--model", hf_model, "--data", empty)
-    assert result.exit_code == 2 and "empty" in result.output
+    assert result.exit_code == 2 and "must hold examples, but it has no rows" in result.output
     missing = invoke("run", "--model", tmp_path / "nope", "--data", empty)
     assert missing.exit_code == 2 and "does not exist" in missing.output
 

@@ -165,6 +165,8 @@ def load_rows(settings: DataSettings):  # -> datasets.Dataset
     except TaskError:
         raise
     except Exception as exc:  # noqa: BLE001 - parse errors are the user's file's
+        if "corresponds to no data" in str(exc):  # datasets' words for a file without rows
+            raise TaskError(f"--data `{path}` must hold examples, but it has no rows") from None
         raise TaskError(f"--data `{path}` could not be read: {first_line(exc)}") from None
     if isinstance(loaded, datasets.DatasetDict):
         names = list(loaded)
