@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: install run prepare test postgres lint format report dashboard bench-stability \
-	bench-table bench-efficiency bench-cost bench-scopes bench-confirm clean
+	bench-table bench-efficiency bench-cost bench-scopes bench-confirm bench-size clean
 
 install: $(VENV)/.installed
 
@@ -77,6 +77,11 @@ bench-scopes: install
 # ~50 minutes: 10 confirmations of 4 configs, sequential vs round-robin (36 s per config each).
 bench-confirm: install
 	$(BIN)/python benchmarks/confirmation.py --repeats 10 --seconds 36 --rounds 6
+
+# ~10 minutes: trial cost and timing budget on a BERT-base-size model (built locally) vs the
+# default task, 5 configs each.
+bench-size: install
+	$(BIN)/python benchmarks/model_size.py --seconds 12
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
