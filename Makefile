@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: install run prepare test postgres lint format report dashboard bench-stability \
-	bench-table bench-efficiency bench-cost bench-scopes bench-confirm bench-size clean
+	bench-table bench-efficiency bench-cost bench-scopes bench-confirm bench-size bench-process clean
 
 install: $(VENV)/.installed
 
@@ -77,6 +77,10 @@ bench-scopes: install
 # ~50 minutes: 10 confirmations of 4 configs, sequential vs round-robin (36 s per config each).
 bench-confirm: install
 	$(BIN)/python benchmarks/confirmation.py --repeats 10 --seconds 36 --rounds 6
+
+# ~10 minutes: the search's aged trial process against fresh ones, same rounds (issue 14).
+bench-process: install
+	$(BIN)/python benchmarks/confirm_process.py --rounds 5 --seconds 10 --trials 6
 
 # ~10 minutes: trial cost and timing budget on a BERT-base-size model (built locally) vs the
 # default task, 5 configs each.
