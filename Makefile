@@ -87,5 +87,10 @@ bench-process: install
 bench-size: install
 	$(BIN)/python benchmarks/model_size.py --seconds 12
 
+# ~45 minutes: time to a good answer and to convergence, the beam before seeds (per-type
+# space), the beam as shipped and TPE, each a real `qsearch run` into benchmarks/tables/.
+bench-ttf: install
+	$(BIN)/python benchmarks/time_to_frontier.py --runs beam-before,beam,tpe
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,34 @@
+"""The time-to-frontier benchmark's code path, scaled down: a real `qsearch run` on the tiny
+task into its own study, read back into a hypervolume curve and the time it held its best."""
+
+from __future__ import annotations
+
+import json
+
+from tests.test_benchmarks import load
+
+ttf = load("time_to_frontier")
+
+
+def test_a_run_is_timed_from_its_own_study_and_resumes(
+    capsys, tiny_task_dir, tmp_path, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    task = f"--task-dir {tiny_task_dir} --space operators --trials 3 --timing-seconds 0.2"
+    argv = ["--runs", "beam", "--storage-dir", str(tmp_path / "t"), "--task-args", task]
+    argv[-1] += " --no-presets --no-confirm"
+    assert ttf.main(argv) == 0
+    line = [x for x in capsys.readouterr().out.splitlines() if x.startswith('{"benchmark"')][-1]
+    (run,) = json.loads(line)["runs"]
+    assert run["run"] == "beam" and run["study"] == "ttf-default-beam"
+    assert run["measured_trials"] >= 1 and len(run["curve"]) == run["measured_trials"]
+    seconds = [p["seconds"] for p in run["curve"]]
+    volumes = [p["hypervolume"] for p in run["curve"]]
+    assert seconds == sorted(seconds) and volumes == sorted(volumes)  # it only grows
+    if run["final_best"] is not None:  # the trial that first held it exists and is in the curve
+        assert run["held_final_best"]["trial"] in [p["trial"] for p in run["curve"]]
+    assert run["converged"]["measured_trials"] <= run["measured_trials"]
+
+    assert ttf.main(argv) == 0  # the same command again: the study is resumed, not re-run
+    again = json.loads(capsys.readouterr().out.splitlines()[-1])["runs"][0]
+    assert again["measured_trials"] == run["measured_trials"]
