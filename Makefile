@@ -8,7 +8,8 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: install run prepare test postgres lint format report dashboard bench-stability \
-	bench-table bench-efficiency bench-cost bench-scopes bench-confirm bench-size bench-process clean
+	bench-table bench-efficiency bench-cost bench-scopes bench-confirm bench-size bench-process \
+	bench-ttf clean
 
 install: $(VENV)/.installed
 
