@@ -44,15 +44,25 @@ def report(
     out: Path = typer.Option(None, "--out", help="Output file (default reports/<study>.html)."),
     max_drop: float = MaxDropOpt,
 ) -> None:
-    """Write the self-contained HTML report of a study (opens offline in any browser)."""
+    """Write the self-contained HTML report of a study (opens offline in any browser).
+
+    The name of a run at several thread counts (`run --threads 1,2 --study S`) writes the
+    page with one frontier per count, from its studies S-t1, S-t2, ..."""
     from search.report import write_report
     from search.settings import study_max_drop
-    from search.study import load_study
+    from search.study import load_study, load_thread_group
 
     with user_errors():
-        loaded = load_study(study, storage)
         target = out or Path("reports") / f"{study}.html"
-        path = write_report(loaded, target, study_max_drop(loaded, max_drop))
+        group = load_thread_group(study, storage)
+        if group:
+            from search.report_threads import write_thread_report
+
+            drop = study_max_drop(group[0], max_drop)
+            path = write_thread_report(group, target, drop)
+        else:
+            loaded = load_study(study, storage)
+            path = write_report(loaded, target, study_max_drop(loaded, max_drop))
         console.print(f"Report: {path}")
 
 

@@ -182,10 +182,41 @@ def _open_study(
     return study
 
 
+def _default_storage_of(name: str) -> str:
+    """Where a study is found without --storage: studies/<name>.db, or for one count of a
+    multi-count run (`<base>-t<n>`) its run's studies/<base>.db."""
+    url = default_storage(name)
+    base, _, count = name.rpartition("-t")
+    if not Path(url[len("sqlite:///") :]).exists() and base and count.isdigit():
+        shared = default_storage(base)
+        if Path(shared[len("sqlite:///") :]).exists():
+            return shared
+    return url
+
+
+def load_thread_group(name: str, storage: str | None) -> list[optuna.Study]:
+    """The studies of a run at several thread counts named `name` (`<name>-t<n>`, in the
+    order run), or [] when `name` is not such a run (or is itself a study)."""
+    check_study_name(name)
+    url = storage or default_storage(name)
+    if storage is None and not Path(url[len("sqlite:///") :]).exists():
+        return []
+    names = {s.study_name for s in optuna.get_all_study_summaries(make_storage(url))}
+    if name in names:
+        return []
+    members = [n for n in names if n.startswith(f"{name}-t") and n[len(name) + 2 :].isdigit()]
+    studies = [optuna.load_study(study_name=n, storage=make_storage(url)) for n in members]
+    ordered = [s for s in studies if (s.user_attrs.get("thread_group") or {}).get("base") == name]
+    if not ordered:
+        return []
+    order = ordered[0].user_attrs["thread_group"]["studies"]
+    return sorted(ordered, key=lambda s: order.index(s.study_name) if s.study_name in order else 99)
+
+
 def load_study(name: str, storage: str | None) -> optuna.Study:
     """An existing study, for reports and `show`."""
     check_study_name(name)
-    url = storage or default_storage(name)
+    url = storage or _default_storage_of(name)
     if storage is None and not Path(url[len("sqlite:///") :]).exists():
         existing = ", ".join(sorted(p.stem for p in STUDIES_DIR.glob("*.db"))) or "none"
         raise StorageError(

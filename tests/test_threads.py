@@ -71,6 +71,16 @@ def test_two_thread_counts_give_two_frontiers_and_one_page(workdir, tiny_task_di
     assert (workdir / "reports" / "tc-t2.html").exists()
     assert "Best config per thread count" in result.output
 
+    # every command finds a count's study in its run's storage, and the run's name
+    # rebuilds the page of all counts
+    shown = invoke("show", "--study", "tc-t2")
+    assert shown.exit_code == 0 and "Pareto frontier of tc-t2" in shown.output
+    rebuilt = invoke("report", "--study", "tc", "--out", workdir / "again.html")
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert "2 thread(s): frontier" in (workdir / "again.html").read_text()
+    missing = invoke("report", "--study", "tc-t3")
+    assert missing.exit_code == 2 and "must exist" in missing.output
+
     again = _run(tiny_task_dir, "--threads", "1,2", "--trials", "3", "--study", "tc")
     assert again.exit_code == 0, again.output
     assert again.output.count("budget of 3 trials reached") == 2
