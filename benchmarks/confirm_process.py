@@ -122,6 +122,20 @@ def timed_round(evaluator, names: list[str], configs: list[QuantConfig], r: int,
     return {n: out[n] for n in names}
 
 
+def child_state(evaluator) -> dict:
+    """The child's threads and resident memory (from /proc): leftover thread pools or a
+    grown heap would show here, whatever the timing says."""
+    process = getattr(evaluator, "_process", None)
+    fields = {}
+    try:
+        for line in Path(f"/proc/{process.pid}/status").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields[key] = value.split()[0] if value.split() else ""
+    except (AttributeError, OSError, TypeError):
+        return {}
+    return {"threads": int(fields.get("Threads", 0)), "rss_mb": int(fields.get("VmRSS", 0)) / 1024}
+
+
 def _finite(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
@@ -158,6 +172,15 @@ def compare(names: list[str], rounds: list[dict[str, dict[str, dict]]]) -> dict:
     return out
 
 
+def _cv(values: list[float]) -> float:
+    """How much one arm's readings of a config move from round to round: the aged arm keeps
+    one process and its sessions, the fresh arm draws a new process each round."""
+    if len(values) < 2:
+        return 0.0
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) / mean
+
+
 def _geomean(values: list[float]) -> float:
     return math.exp(sum(math.log(v) for v in values) / len(values))
 
@@ -182,15 +205,19 @@ def run_benchmark(
     raw: list[dict] = []
     try:
         outcomes = age(aged, trials, progress)
+        aged_after_trials = child_state(aged)
+        allocator = aged.call("steady_allocator")  # the fix of issue 14 (search.measure)
         for r in range(rounds):
             row: dict = {"round": r, "first": ARMS[r % 2]}
             for arm in ARMS if r % 2 == 0 else ARMS[::-1]:
                 if arm == "aged":
                     row[arm] = timed_round(aged, names, values, r, seconds)
+                    row["aged_child"] = child_state(aged)
                     continue
                 fresh = IsolatedEvaluator(task, timing)
                 try:
                     row[arm] = timed_round(fresh, names, values, r, seconds)
+                    row["fresh_child"] = child_state(fresh)
                 finally:
                     fresh.close()
             raw.append(row)
@@ -216,9 +243,17 @@ def run_benchmark(
         "seconds_per_config": seconds,
         "aging_trials": trials,
         "aging_outcomes": outcomes,
+        "steady_allocator": allocator,
+        "aged_child_after_trials": aged_after_trials,
+        "children_after_rounds": {
+            arm: [r[f"{arm}_child"] for r in raw if r.get(f"{arm}_child")] for arm in ARMS
+        },
         "mean_other_load": sum(loads) / len(loads) if loads else 0.0,
         "loaded_measurements": sum(c["loaded"] for r in raw for a in ARMS for c in r[a].values()),
         "aged_over_fresh": compare(names, raw),
+        "speedup_cv_across_rounds": {
+            arm: {n: _cv([r[arm][n]["speedup"] for r in raw]) for n in names} for arm in ARMS
+        },
         "wall_seconds": round(time.perf_counter() - started, 1),
         "raw": raw,
     }
@@ -237,8 +272,22 @@ def print_result(result: dict) -> None:
         f"CPU: {result['cpu']}; task {result['task']}; {result['rounds']} rounds x "
         f"{result['seconds_per_config']:g} s per config and arm; aged child after "
         f"{result['aging_trials']} trials; other processes' load {result['mean_other_load']:.2f} "
-        f"cores on average, {result['loaded_measurements']} measurements flagged loaded"
+        f"cores on average, {result['loaded_measurements']} measurements flagged loaded; "
+        f"glibc mmap threshold fixed (search.measure.steady_allocator): "
+        f"{result['steady_allocator']}"
     )
+    states = result["children_after_rounds"]
+    described = ", ".join(
+        f"{arm} {s['threads']} threads {s['rss_mb']:.0f} MB"
+        for arm in ARMS
+        for s in states.get(arm, [])[-1:]
+    )
+    after = result["aged_child_after_trials"]
+    if after:
+        print(
+            f"aged child after its trials: {after['threads']} threads, {after['rss_mb']:.0f} MB; "
+            f"after the last round: {described}"
+        )
     header = f"{'config':<40} {'measure':<14} {'aged':>9} {'fresh':>9}  aged / fresh [95%]"
     print(header)
     print("-" * len(header))
@@ -248,6 +297,10 @@ def print_result(result: dict) -> None:
             aged = f"{x['aged']:9.3f}" if "aged" in x else " " * 9
             fresh = f"{x['fresh']:9.3f}" if "fresh" in x else " " * 9
             print(f"{name:<40} {measure:<14} {aged} {fresh}  {_interval(x)}")
+    cv = result["speedup_cv_across_rounds"]
+    for name in cv[ARMS[0]]:
+        spread = ", ".join(f"{arm} {100 * cv[arm][name]:.2f}%" for arm in ARMS)
+        print(f"speedup CV across rounds, {name}: {spread}")
     print(json.dumps({k: v for k, v in result.items() if k != "raw"}))
 
 
@@ -259,6 +312,7 @@ def main() -> None:
     parser.add_argument(
         "--trial-seconds", type=float, default=12.0, help="timing per aging trial (a search's)"
     )
+    parser.add_argument("--save", type=Path, help="write the whole result, raw rounds too")
     args = parser.parse_args()
     quiet_libraries()
     from search.tasks.default import default_task
@@ -271,6 +325,8 @@ def main() -> None:
         TimingSettings(seconds=args.trial_seconds, target=1e-9),
         progress=lambda m: print(m, file=sys.stderr, flush=True),
     )
+    if args.save:
+        args.save.write_text(json.dumps(result, indent=1))
     print_result(result)
 
 
