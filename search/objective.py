@@ -29,7 +29,13 @@ from search.config import QuantConfig, make_session_options
 from search.context import TrialContext
 from search.early import PruneSettings, look_evidence, per_example_hits, race_bar
 from search.errors import QsearchError, SameGraph, TaskError, TrialError, TrialPruned
-from search.measure import Speedup, TimingSettings, make_session, paired_speedup
+from search.measure import (
+    Speedup,
+    TimingSettings,
+    make_session,
+    paired_speedup,
+    steady_allocator,
+)
 from search.metrics import LABEL_METRICS
 from search.quantize import quantize
 from search.stats import paired_accuracy_difference
@@ -56,6 +62,8 @@ class Evaluator:
         prune: PruneSettings | None = None,
         scoring_threads: int | None = None,
     ) -> None:
+        # Before any session: where its buffers land must not depend on the process's past.
+        self.steady_allocator = steady_allocator()
         self.task = task
         self.timing = timing or TimingSettings()
         self.prune = prune or PruneSettings()
