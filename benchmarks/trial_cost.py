@@ -42,7 +42,7 @@ from search.quantize import quantize, quiet_libraries  # noqa: E402
 from search.trial_kind import EVALUATIONS, TrialKind, is_reference, trial_kind  # noqa: E402
 from search.worker import describe_worker, worker_info  # noqa: E402
 
-PHASES = ("calibrate", "quantize", "accuracy", "timing")
+PHASES = ("calibrate", "quantize", "accuracy", "load", "timing")
 KINDS = {
     "dynamic": QuantConfig(operators=("MatMul",)),
     "static": QuantConfig(mode="static", format="QDQ", operators=("MatMul",)),

@@ -35,7 +35,7 @@ def test_dynamic_trial_quantizes_scores_and_times_against_fp32(evaluator, tiny_t
     assert a["accuracy_diff_low"] <= a["accuracy_diff"] <= a["accuracy_diff_high"]
     assert a["accuracy_diff"] == pytest.approx(result.accuracy - a["accuracy_fp32"])
     assert a["worker"]["cpu"] and "onnxruntime" in a["worker"]
-    assert set(a["phase_seconds"]) == {"calibrate", "quantize", "accuracy", "timing"}
+    assert set(a["phase_seconds"]) == {"calibrate", "quantize", "accuracy", "load", "timing"}
     assert a["accuracy_fp32"] == pytest.approx(evaluator.fp32_accuracy)
     assert not list(evaluator.workdir.iterdir())  # the quantized model was removed
 
