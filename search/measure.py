@@ -12,8 +12,9 @@ blocks, so it is only wider.
 
 `seconds` bounds the whole measurement, warm-up included, whatever one pair costs: blocks are
 sized from the first pair's time so that `min_blocks` of them fit in what is left (never more
-pairs than `block_pairs`), and the budget is checked after every block from the second on,
-so a measurement overruns it by at most one block (benchmarks/trial_cost.py --model-size
+pairs than `block_pairs`), and after every block from the second on timing stops when one
+more block, at the mean block time so far, would end past the budget, so a measurement ends
+within it unless its last block ran longer than the mean (benchmarks/trial_cost.py --model-size
 base shows it on a BERT-base-size model, whose pair takes ~1 s at one thread).
 
 Other processes' CPU use is read from /proc/stat during every block. Blocks measured while
@@ -259,7 +260,10 @@ def paired_speedup(
         if race_below is not None and estimate_blocks(logs, loads, settings)[0].high < race_below:
             stopped = "raced"
             break
-        if clock() - started >= settings.seconds:
+        # Not one block more than the budget holds: stop when the next block, at the mean
+        # block time so far, would end past it (blocks differ: batches differ in length).
+        elapsed = clock() - started
+        if elapsed + (clock() - timing_started) / len(logs) > settings.seconds:
             break
         if len(logs) < settings.min_blocks:
             continue

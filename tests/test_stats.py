@@ -86,7 +86,8 @@ def test_timing_stops_at_the_target_when_runs_are_steady():
 
 def test_timing_runs_to_the_budget_when_runs_are_noisy():
     result = measure(0.3, TimingSettings(seconds=20, target=0.02, floor=0.0))
-    assert result.stopped == "budget" and result.seconds >= 20
+    # the budget, less at most one block (3 pairs of ~0.3 s) that would have ended past it
+    assert result.stopped == "budget" and 18 <= result.warmup_seconds + result.seconds <= 20
     assert result.rel_half_width > 0.02
 
 
@@ -182,7 +183,7 @@ def test_a_model_whose_pair_takes_seconds_keeps_the_budget_warm_up_included():
     assert result.block_size == 1 and result.stopped == "budget"
     assert result.warmup_seconds == pytest.approx(2.0, rel=0.2)
     one_block = 2.0 * 1.3  # a pair, with jitter
-    assert 12 <= result.warmup_seconds + result.seconds <= 12 + one_block
+    assert 12 - one_block <= result.warmup_seconds + result.seconds <= 12 + one_block
     assert result.blocks >= 2 and result.low <= 1.4 / 0.6 <= result.high
 
 
@@ -192,4 +193,4 @@ def test_a_small_model_keeps_its_block_size():
     # 2 s, 0.3 s warm-up: (2 - 0.3) / (4 blocks x 0.3 s) = 1 pair per block
     tight = measure(0.005, TimingSettings(seconds=2.0, target=1e-6, floor=0.0))
     assert tight.block_size == 1 and tight.blocks >= 4
-    assert 2.0 <= tight.warmup_seconds + tight.seconds <= 2.0 + 0.31
+    assert 2.0 - 0.31 <= tight.warmup_seconds + tight.seconds <= 2.0 + 0.31
