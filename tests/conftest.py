@@ -65,3 +65,19 @@ def tiny_task(tiny_task_dir):
     from search.tasks.default import load_task_dir
 
     return load_task_dir(tiny_task_dir, name="tiny", batch_size=32, timing_batches_count=2)
+
+
+@pytest.fixture
+def workdir(tmp_path, monkeypatch):
+    """The test's own current folder: the studies/ and reports/ a command writes land there."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def invoke(*args):
+    """`qsearch ARGS` in this process, every argument (paths included) passed as text."""
+    from typer.testing import CliRunner
+
+    from search.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])

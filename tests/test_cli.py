@@ -2,27 +2,14 @@
 
 import optuna
 import pytest
-from typer.testing import CliRunner
 
-from search.cli import app
 from search.results import pareto_rows
 from search.runner import evaluated_count
 from search.strategies.base import records
 from search.trial_kind import EVALUATIONS
+from tests.conftest import invoke
 
-runner = CliRunner()
 FAST = ["--timing-seconds", "0.2", "--no-presets", "--no-seeds"]
-
-
-@pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def invoke(*args):
-    result = runner.invoke(app, [str(a) for a in args])
-    return result
 
 
 def load(workdir, name):

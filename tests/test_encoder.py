@@ -12,15 +12,12 @@ import numpy as np
 import onnx
 import optuna
 import pytest
-from typer.testing import CliRunner
 
-from search.cli import app
 from search.errors import TaskError
 from search.tasks.custom import DataSettings, build_task
 from search.tasks.outputs import FEATURES, SEQUENCE, OutputInfo, choose_output
-from tests.conftest import TINY
+from tests.conftest import TINY, invoke
 
-runner = CliRunner()
 FAST = ["--trials", "2", "--timing-seconds", "1", "--no-presets", "--no-seeds", "--no-confirm"]
 SMALL = ["--space", "operators", "--beam", "2", "--eval-size", "48", "--calibration-size", "16"]
 
@@ -128,16 +125,6 @@ def sentences(tmp_path_factory) -> Path:
         for _ in range(80):
             writer.writerow([" ".join(rng.choice(words, size=int(rng.integers(3, 30))))])
     return path
-
-
-@pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def _study(workdir: Path, name: str) -> optuna.Study:

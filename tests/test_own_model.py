@@ -7,14 +7,11 @@ import json
 import numpy as np
 import optuna
 import pytest
-from typer.testing import CliRunner
 
-from search.cli import app
 from search.errors import TaskError
 from search.tasks.custom import DataSettings, build_task, load_rows, map_labels
-from tests.conftest import TINY
+from tests.conftest import TINY, invoke
 
-runner = CliRunner()
 FAST = [
     "--timing-seconds",
     "0.2",
@@ -65,10 +62,6 @@ def workdir(tmp_path, monkeypatch, tmp_path_factory):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("QSEARCH_HOME", str(tmp_path_factory.getbasetemp() / "qhome"))
     return tmp_path
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def test_search_a_hf_folder_and_csv_then_export_loads_in_optimum(workdir, hf_model, reviews_csv):

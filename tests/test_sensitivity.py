@@ -5,7 +5,6 @@ groups in its order (each step a timed trial); `qsearch sensitivity` prints it."
 import json
 
 import optuna
-import pytest
 from optuna.trial import TrialState
 from typer.testing import CliRunner
 
@@ -45,12 +44,6 @@ def test_sensitivity_of_each_quantized_group_is_measured_once_and_cached(tiny_ta
     assert all(0 <= row["agreement"] <= 1 for row in first["rows"])
     again = compute_sensitivity(tiny_task, STATIC)  # from the disk cache: the same table
     assert again == json.loads(json.dumps(first))
-
-
-@pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 # Static with the embeddings quantized too: on the tiny model it changes fp32's class for

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import optuna
 import pytest
-from typer.testing import CliRunner
 
-from search.cli import app
 from search.errors import QsearchError
 from search.results import pareto_rows
 from search.runner import evaluated_count
@@ -15,19 +13,9 @@ from search.settings import RunSettings, parse_threads
 from search.strategies.seeded import SEED
 from search.study_file import load_study_file
 from search.trial_kind import is_measured
+from tests.conftest import invoke
 
-runner = CliRunner()
 FAST = ["--timing-seconds", "0.2", "--no-presets", "--no-seeds", "--no-confirm"]
-
-
-@pytest.fixture
-def workdir(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
 
 
 def _run(tiny_task_dir, *extra):
