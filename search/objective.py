@@ -170,12 +170,11 @@ class Evaluator:
         the gain is not measured yet it takes a third of the budget, first, and the candidate
         what is left (each overruns by at most one block: `paired_speedup`)."""
         started = time.perf_counter()
-        gain = None
-        if config.session_key() != ("all", ()) and config.session_key() not in self._options_gain:
-            gain = self.options_gain(config, self.timing.seconds / 3)
+        new = config.session_key() not in self._options_gain  # (default options: no gain)
+        gain = self.options_gain(config, self.timing.seconds / 3 if new else None)
         left = max(self.timing.seconds - (time.perf_counter() - started), 0.0)
         speed = self._speedup(session, replace(self.timing, seconds=left), race_below=race_below)
-        return speed, gain or self.options_gain(config)
+        return speed, gain
 
     def _quantize(self, config: QuantConfig, out: Path, phases: dict[str, float]) -> Path:
         """Calibrate (cached ranges) and quantize `config`: the quantized file."""
