@@ -201,11 +201,12 @@ def load_thread_group(name: str, storage: str | None) -> list[optuna.Study]:
     url = storage or default_storage(name)
     if storage is None and not Path(url[len("sqlite:///") :]).exists():
         return []
-    names = {s.study_name for s in optuna.get_all_study_summaries(make_storage(url))}
+    storage = make_storage(url)
+    names = {s.study_name for s in optuna.get_all_study_summaries(storage)}
     if name in names:
         return []
     members = [n for n in names if n.startswith(f"{name}-t") and n[len(name) + 2 :].isdigit()]
-    studies = [optuna.load_study(study_name=n, storage=make_storage(url)) for n in members]
+    studies = [optuna.load_study(study_name=n, storage=storage) for n in members]
     ordered = [s for s in studies if (s.user_attrs.get("thread_group") or {}).get("base") == name]
     if not ordered:
         return []
