@@ -1,17 +1,22 @@
 """The confirmation itself, measured: R independent confirmations of the same 4 configs of
-the default task, sequential (each config re-timed for --seconds, one after another: the old
-end-of-search confirmation, `Evaluator.retime`) against round-robin (--rounds rounds, each
-timing every config once for --seconds/--rounds against fp32: `Evaluator.retime_round`, as
-`search.confirm` does now), with the same timing per config either way.
+the default task, three ways, with the same timing per config each way:
+
+- sequential: each config re-timed for --seconds, one after another (the first
+  end-of-search confirmation, `Evaluator.retime`);
+- slots: --rounds rounds, each timing every config against fp32 for --seconds/--rounds, one
+  config after another (the round-robin confirmation before batch-by-batch interleaving);
+- round_robin: --rounds rounds, each timing all configs against fp32 at once, interleaved
+  batch by batch (`Evaluator.retime_round`, `search.interleave`: what `search.confirm` does).
 
 Why: sequential re-timing lets the machine's drift between minutes decide the order of the
-configs (five sequential 36 s confirmations once all read ~6% low); round-robin makes the
-drift hit all alike. Printed per method: the CV across repeats of each config's speedup and
-of each config's ratio to the first, in how many repeats the configs' order was the order
-of their medians, and how often the intervals (round-robin: pooled over the rounds with the
-drift floor, `search.pooled.pool`; sequential: each run's own) cover the median of all the
-repeats of that method. One JSON line at the end. The two methods alternate which goes
-first from one repeat to the next.
+configs (five sequential 36 s confirmations once all read ~6% low); rounds make the drift
+of minutes hit all alike, and interleaving within a round that of seconds. Printed per
+method: the CV across repeats of each config's speedup, and for every pair of configs the
+CV of their ratio and in how many repeats their order was the order of their medians; in
+how many repeats the order of all four was; how often the intervals (rounds: pooled over
+the rounds with the drift floor, `search.pooled.pool`; sequential: each run's own) cover
+the median of all the repeats of that method. One JSON line at the end. The methods rotate
+which goes first from one repeat to the next.
 
     .venv/bin/python benchmarks/confirmation.py --repeats 10 --seconds 36 --rounds 6
 """
@@ -19,6 +24,7 @@ first from one repeat to the next.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -34,7 +40,7 @@ from search.quantize import quiet_libraries  # noqa: E402
 from search.worker import describe_worker, worker_info  # noqa: E402
 
 FUSION_OFF = ("SkipLayerNormFusion",)
-METHODS = ("sequential", "round_robin")
+METHODS = ("sequential", "slots", "round_robin")
 
 
 def candidates() -> dict[str, QuantConfig]:
@@ -59,14 +65,21 @@ def sequential(evaluator, configs: list[QuantConfig], seconds: float) -> list[di
     return out
 
 
-def round_robin(evaluator, configs: list[QuantConfig], seconds: float, rounds: int) -> list[dict]:
+def round_robin(
+    evaluator, configs: list[QuantConfig], seconds: float, rounds: int, slots: bool = False
+) -> list[dict]:
     """`rounds` rounds, each timing every config for seconds/rounds (starting one further
-    along each round); each config's rounds pooled (`search.pooled.pool`)."""
+    along each round): all at once, interleaved, or (`slots`) one after another; each
+    config's rounds pooled (`search.pooled.pool`)."""
     blocks: list[list[dict]] = [[] for _ in configs]
     try:
         for r in range(rounds):
             order = [(r + i) % len(configs) for i in range(len(configs))]
-            speeds = evaluator.retime_round([configs[i] for i in order], seconds=seconds / rounds)
+            slot = seconds / rounds
+            if slots:
+                speeds = [evaluator.retime_round([configs[i]], seconds=slot)[0] for i in order]
+            else:
+                speeds = evaluator.retime_round([configs[i] for i in order], seconds=slot)
             for i, s in zip(order, speeds, strict=True):
                 if isinstance(s, str):
                     raise RuntimeError(f"{configs[i].describe()} failed: {s}")
@@ -88,13 +101,19 @@ def summarize(names: list[str], repeats: list[list[dict]]) -> dict:
     median_order = list(np.argsort(-medians))
     same = sum(list(np.argsort(-row)) == median_order for row in speeds)
     covered = [c["low"] <= medians[j] <= c["high"] for rep in repeats for j, c in enumerate(rep)]
-    ratios = speeds[:, 1:] / speeds[:, :1]
+    pairs = {}
+    for i, j in itertools.combinations(range(len(names)), 2):
+        ratios = speeds[:, i] / speeds[:, j]
+        faster = medians[i] >= medians[j]
+        pairs[f"{names[i]} / {names[j]}"] = {
+            "median_ratio": float(np.median(ratios)),
+            "cv": _cv(ratios),
+            "same_order": int(sum((r >= 1) == faster for r in ratios)),
+        }
     return {
         "speedup_cv": {n: _cv(speeds[:, j]) for j, n in enumerate(names)},
         "median_speedup": {n: float(medians[j]) for j, n in enumerate(names)},
-        "ratio_cv": {
-            f"{n} / {names[0]}": _cv(ratios[:, j - 1]) for j, n in enumerate(names) if j > 0
-        },
+        "pairs": pairs,
         "same_order": int(same),
         "repeats": len(repeats),
         "order": [names[j] for j in median_order],
@@ -114,11 +133,11 @@ def run_benchmark(
     runs: dict[str, list[list[dict]]] = {m: [] for m in METHODS}
     try:
         for r in range(repeats):
-            for method in METHODS if r % 2 == 0 else METHODS[::-1]:
+            for method in METHODS[r % len(METHODS) :] + METHODS[: r % len(METHODS)]:
                 if method == "sequential":
                     result = sequential(evaluator, values, seconds)
                 else:
-                    result = round_robin(evaluator, values, seconds, rounds)
+                    result = round_robin(evaluator, values, seconds, rounds, method == "slots")
                 runs[method].append(result)
                 speeds = ", ".join(f"{c['speedup']:.3f}" for c in result)
                 progress(f"repeat {r + 1}/{repeats} {method}: {speeds}")
@@ -164,8 +183,11 @@ def print_result(result: dict) -> None:
         )
         for name, cv in s["speedup_cv"].items():
             print(f"  {name:<42} median {s['median_speedup'][name]:.3f}x  CV {100 * cv:.2f}%")
-        for pair, cv in s["ratio_cv"].items():
-            print(f"  ratio {pair:<72} CV {100 * cv:.2f}%")
+        for pair, p in s["pairs"].items():
+            print(
+                f"  {pair:<80} ratio {p['median_ratio']:.4f}  CV {100 * p['cv']:.2f}%  "
+                f"same order {p['same_order']}/{s['repeats']}"
+            )
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}))
 
 

@@ -2,11 +2,12 @@
 machine's drift between minutes decides it.
 
 The configs on the Pareto frontier, and those whose speedup interval reaches a frontier
-config's at no worse accuracy, are timed again in interleaved rounds: each round times every
-candidate once against fp32 (`Evaluator.retime_round`, sessions kept open between rounds),
-starting one further along each round. A drift of the machine's minutes then hits every
-candidate alike: sequential confirmations, one config after another, once read a whole pass
-~6% low and let the minute each config was timed in decide their order. Each round's result
+config's at no worse accuracy, are timed again in rounds: each round times every candidate
+against fp32 at once, interleaved batch by batch (`Evaluator.retime_round`,
+`search.interleave`; sessions kept open between rounds). A drift of the machine's minutes,
+and of its seconds, then hits every candidate alike: sequential confirmations, one config
+after another, once read a whole pass ~6% low and let the minute each config was timed in
+decide their order. Each round's result
 is one more timed block of the config (`search.pooled`), so its speedup pools the trial,
 the rounds and later `measure` runs, and the order and ties of the pass's candidates come
 from their ratios in the same rounds. A pass that moves the frontier (a lowered config

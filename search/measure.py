@@ -172,7 +172,7 @@ def make_session(model_path: Path, options=None):
     )
 
 
-def _timed(session, batch: Batch, clock: Callable[[], float]) -> float:
+def timed_run(session, batch: Batch, clock: Callable[[], float]) -> float:
     start = clock()
     session.run(None, batch.inputs)
     return clock() - start
@@ -231,29 +231,24 @@ def paired_speedup(
     i = 0
     while True:
         probe.start()
-        block: list[float] = []
-        while len(block) < per_block:
+        in_block = 0
+        while in_block < per_block:
             batch = batches[i % len(batches)]
             if i % 2 == 0:  # ABBA: alternate which model runs first
-                b = _timed(baseline, batch, clock)
-                c = _timed(candidate, batch, clock)
+                b = timed_run(baseline, batch, clock)
+                c = timed_run(candidate, batch, clock)
             else:
-                c = _timed(candidate, batch, clock)
-                b = _timed(baseline, batch, clock)
+                c = timed_run(candidate, batch, clock)
+                b = timed_run(baseline, batch, clock)
             base_t.append(b)
             cand_t.append(c)
-            block.append(math.log(b / c) if b > 0 and c > 0 else 0.0)
+            in_block += 1
             samples += len(batch)
             i += 1
             if i == 1:
-                per_block = _block_size(settings, most, b + c, settings.seconds - warmup)
+                per_block = block_size(settings, most, b + c, settings.seconds - warmup)
         loads.append(probe.stop())
-        if settings.objective == "latency":  # block statistic: ratio of median latencies
-            b_med = float(np.median(base_t[-len(block) :]))
-            c_med = float(np.median(cand_t[-len(block) :]))
-            logs.append(math.log(b_med / c_med) if b_med > 0 and c_med > 0 else 0.0)
-        else:
-            logs.append(float(np.mean(block)))
+        logs.append(block_statistic(base_t[-in_block:], cand_t[-in_block:], settings))
         if len(logs) < 2:  # an interval needs two blocks
             continue
         # Racing may stop from two blocks on: the t-interval is honest (wide) for few blocks.
@@ -272,6 +267,38 @@ def paired_speedup(
         if est.rel_half_width <= settings.target and clean_enough:
             stopped = "target"
             break
+    return timing_result(
+        logs,
+        loads,
+        base_t,
+        cand_t,
+        samples,
+        settings,
+        seconds=clock() - timing_started,
+        stopped=stopped,
+        warmup=warmup,
+        block_size=per_block,
+        race_below=race_below,
+    )
+
+
+def timing_result(
+    logs: Sequence[float],
+    loads: Sequence[float],
+    base_t: Sequence[float],
+    cand_t: Sequence[float],
+    samples: int,
+    settings: TimingSettings,
+    *,
+    seconds: float,
+    stopped: str,
+    warmup: float,
+    block_size: int,
+    race_below: float | None = None,
+) -> Speedup:
+    """One candidate's `Speedup` from its blocks' log ratios, their loads and every pair's
+    times: the one place a timing run becomes an estimate (`paired_speedup`, and
+    `search.interleave` for several candidates at once)."""
     est, loaded = estimate_blocks(logs, loads, settings)
     base = np.asarray(base_t)
     cand = np.asarray(cand_t)
@@ -283,7 +310,7 @@ def paired_speedup(
         blocks=len(logs),
         baseline_sps=samples / max(float(base.sum()), 1e-12),
         candidate_sps=samples / max(float(cand.sum()), 1e-12),
-        seconds=clock() - timing_started,
+        seconds=seconds,
         stopped=stopped,
         other_load=float(np.mean(loads)),
         loaded=loaded > 0,
@@ -294,11 +321,29 @@ def paired_speedup(
         candidate_p90_ms=1000 * float(np.percentile(cand, 90)),
         race_below=race_below,
         warmup_seconds=warmup,
-        block_size=per_block,
+        block_size=block_size,
     )
 
 
-def _block_size(settings: TimingSettings, most: int, pair_seconds: float, left: float) -> int:
+def block_statistic(
+    base_t: Sequence[float], cand_t: Sequence[float], settings: TimingSettings
+) -> float:
+    """A block's log ratio from its pairs: the mean of the pair log ratios (throughput) or
+    the log ratio of the median latencies (latency)."""
+    if settings.objective == "latency":
+        b_med, c_med = float(np.median(base_t)), float(np.median(cand_t))
+        return math.log(b_med / c_med) if b_med > 0 and c_med > 0 else 0.0
+    return float(
+        np.mean(
+            [
+                math.log(b / c) if b > 0 and c > 0 else 0.0
+                for b, c in zip(base_t, cand_t, strict=True)
+            ]
+        )
+    )
+
+
+def block_size(settings: TimingSettings, most: int, pair_seconds: float, left: float) -> int:
     """Pairs per block such that `min_blocks` blocks fit in the `left` seconds of the
     budget (at least one pair, at most `most`): on a small model this is `most`; on a model
     whose pair takes seconds, one pair per block, so the budget still holds."""

@@ -38,6 +38,7 @@ from search.measure import (
 )
 from search.metrics import LABEL_METRICS
 from search.quantize import quantize
+from search.retime import Retiming
 from search.stats import paired_accuracy_difference
 from search.tasks.base import TextClassificationTask
 from search.worker import worker_info
@@ -50,7 +51,7 @@ class TrialResult:
     attrs: dict[str, Any] = field(default_factory=dict)
 
 
-class Evaluator:
+class Evaluator(Retiming):
     """Holds what a run computes once: the fp32 session, its accuracy, calibration ranges,
     and fp32's speed under each set of session options."""
 
@@ -210,50 +211,6 @@ class Evaluator:
             + [self.timing.objective]
         )
         return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-    def retime(self, config: QuantConfig, seconds: float | None = None) -> Speedup:
-        """A fresh, independent speed measurement of `config` (confirmation, `measure`),
-        with a longer timing budget when `seconds` is given."""
-        timing = self.timing if seconds is None else replace(self.timing, seconds=seconds)
-        out = Path(tempfile.mkdtemp(prefix="retime-", dir=self.workdir))
-        try:
-            session = self._open(config, self._quantize(config, out, {}))
-            return self._speedup(session, timing)
-        finally:
-            shutil.rmtree(out, ignore_errors=True)
-
-    def retime_round(
-        self, configs: list[QuantConfig], seconds: float | None = None
-    ) -> list[Speedup | str]:
-        """One round of a round-robin confirmation (`search.confirm`): each config timed once
-        against fp32, in the order given, for `seconds`. Sessions stay open for the next
-        round (`end_rounds` closes them), so rounds time the same sessions, minutes apart.
-        A config that fails answers its error's message, and the others are still timed."""
-        timing = self.timing if seconds is None else replace(self.timing, seconds=seconds)
-        out: list[Speedup | str] = []
-        for config in configs:
-            try:
-                out.append(self._speedup(self._round_session(config), timing))
-            except TrialError as exc:
-                out.append(str(exc))
-        return out
-
-    def _round_session(self, config: QuantConfig):
-        if config.key not in self._rounds:
-            out = Path(tempfile.mkdtemp(prefix="round-", dir=self.workdir))
-            try:
-                session = self._open(config, self._quantize(config, out, {}))
-            except TrialError:
-                shutil.rmtree(out, ignore_errors=True)
-                raise
-            self._rounds[config.key] = (session, out)
-        return self._rounds[config.key][0]
-
-    def end_rounds(self) -> None:
-        """Close the confirmation rounds' sessions and remove their models."""
-        for _, out in self._rounds.values():
-            shutil.rmtree(out, ignore_errors=True)
-        self._rounds.clear()
 
     def _score(self, session, attrs: dict) -> tuple[np.ndarray, float, list[dict]]:
         """The metric, slice by slice (`task.eval_slices`), pruning as soon as the bound

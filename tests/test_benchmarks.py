@@ -102,7 +102,9 @@ def test_node_scopes_times_every_candidate_round_robin(tiny_task):
     assert scopes == {"all", "weights"}
 
 
-def test_confirmation_compares_sequential_and_round_robin_on_the_same_configs(tiny_task, capsys):
+def test_confirmation_compares_sequential_slots_and_interleaved_rounds_on_the_same_configs(
+    tiny_task, capsys
+):
     bench = load("confirmation")
     timing = TimingSettings(seconds=0.2, min_blocks=2, block_pairs=1)
     result = bench.run_benchmark(
@@ -110,16 +112,19 @@ def test_confirmation_compares_sequential_and_round_robin_on_the_same_configs(ti
     )
     names = list(bench.candidates())
     assert len(names) == 4 and len(set(result["configs"].values())) == 4
-    for method in ("sequential", "round_robin"):
+    for method in ("sequential", "slots", "round_robin"):
         s = result[method]
-        assert set(s["speedup_cv"]) == set(names) and len(s["ratio_cv"]) == 3
-        assert all(cv >= 0 for cv in [*s["speedup_cv"].values(), *s["ratio_cv"].values()])
+        assert set(s["speedup_cv"]) == set(names) and len(s["pairs"]) == 6  # 4 choose 2
+        assert all(cv >= 0 for cv in s["speedup_cv"].values())
+        for p in s["pairs"].values():
+            assert p["cv"] >= 0 and 0 <= p["same_order"] <= 2 and p["median_ratio"] > 0
         assert 0 <= s["same_order"] <= s["repeats"] == 2 and 0 <= s["coverage"] <= 1
         assert sorted(s["order"]) == sorted(names)
         runs = result["runs"][method]
         assert len(runs) == 2 and all(len(r) == 4 for r in runs)
         assert all(c["low"] <= c["speedup"] <= c["high"] for r in runs for c in r)
-    assert all(c["blocks"] == 2 for r in result["runs"]["round_robin"] for c in r)
+    for method in ("slots", "round_robin"):
+        assert all(c["blocks"] == 2 for r in result["runs"][method] for c in r)
     bench.print_result(result)
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(line) >= {"sequential", "round_robin", "configs"} and "runs" not in line
+    assert set(line) >= {"sequential", "slots", "round_robin", "configs"} and "runs" not in line

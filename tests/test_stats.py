@@ -13,6 +13,7 @@ from search.stats import (
     tie_groups,
 )
 from search.tasks.base import Batch
+from tests.fake_timing import FakeClock, FakeProbe, FakeSession
 
 
 def test_block_interval_covers_the_true_ratio_about_95_percent_of_the_time():
@@ -32,36 +33,6 @@ def test_block_interval_widens_with_spread_and_never_below_the_floor():
     assert wide.rel_half_width > 3 * tight.rel_half_width
     flat = block_estimate([0.5] * 6, floor=0.015)
     assert flat.rel_half_width == pytest.approx(0.015, rel=0.02)
-
-
-class FakeClock:
-    def __init__(self):
-        self.now = 0.0
-
-    def __call__(self):
-        return self.now
-
-
-class FakeSession:
-    """A model whose every run takes `seconds` (plus jitter) of fake time."""
-
-    def __init__(self, clock, seconds, jitter=0.0, seed=0):
-        self.clock, self.seconds, self.jitter = clock, seconds, jitter
-        self.rng = np.random.default_rng(seed)
-
-    def run(self, _names, _inputs):
-        self.clock.now += self.seconds * math.exp(self.rng.normal(0, self.jitter))
-
-
-class FakeProbe:
-    def __init__(self, loads):
-        self.loads = iter(loads)
-
-    def start(self):
-        pass
-
-    def stop(self):
-        return next(self.loads, 0.0)
 
 
 BATCHES = [Batch({"x": np.zeros((4, 2))}, np.arange(4))]

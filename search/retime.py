@@ -1,0 +1,81 @@
+"""Re-timing configs after their trial: `qsearch measure` and the confirmation's rounds.
+
+Kept apart from the trial itself (`search.objective`): a trial quantizes, scores and times
+once; re-timing quantizes again (the same bytes) and times again, on the evaluator's own
+fp32 session, so its blocks pool with the trial's (`search.pooled`). A mixin of
+`Evaluator`, whose `_open`, `_quantize`, `_speedup`, `baseline`, `timing_batches`, `timing`,
+`workdir`, `_rounds` and `_baseline_warm` it uses.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+from search.config import QuantConfig
+from search.errors import TrialError
+from search.interleave import interleaved_speedups
+from search.measure import Speedup
+
+
+class Retiming:
+    def retime(self, config: QuantConfig, seconds: float | None = None) -> Speedup:
+        """A fresh, independent speed measurement of `config` (confirmation, `measure`),
+        with a longer timing budget when `seconds` is given."""
+        timing = self.timing if seconds is None else replace(self.timing, seconds=seconds)
+        out = Path(tempfile.mkdtemp(prefix="retime-", dir=self.workdir))
+        try:
+            session = self._open(config, self._quantize(config, out, {}))
+            return self._speedup(session, timing)
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+
+    def retime_round(
+        self, configs: list[QuantConfig], seconds: float | None = None
+    ) -> list[Speedup | str]:
+        """One round of a round-robin confirmation (`search.confirm`): every config timed
+        against fp32 at once, interleaved batch by batch (`search.interleave`), for `seconds`
+        per config. Sessions stay open for the next round (`end_rounds` closes them), so
+        rounds time the same sessions, minutes apart. A config that fails answers its
+        error's message, and the others are still timed."""
+        per_config = self.timing.seconds if seconds is None else seconds
+        timing = replace(self.timing, seconds=per_config * max(1, len(configs)))
+        out: list[Speedup | str] = []
+        sessions: dict[int, object] = {}
+        for i, config in enumerate(configs):
+            try:
+                sessions[i] = self._round_session(config)
+                out.append("")
+            except TrialError as exc:
+                out.append(str(exc))
+        if sessions:
+            speeds = interleaved_speedups(
+                self.baseline,
+                list(sessions.values()),
+                self.timing_batches,
+                timing,
+                baseline_warm=self._baseline_warm,
+            )
+            self._baseline_warm = True
+            for i, speed in zip(sessions, speeds, strict=True):
+                out[i] = speed
+        return out
+
+    def _round_session(self, config: QuantConfig):
+        if config.key not in self._rounds:
+            out = Path(tempfile.mkdtemp(prefix="round-", dir=self.workdir))
+            try:
+                session = self._open(config, self._quantize(config, out, {}))
+            except TrialError:
+                shutil.rmtree(out, ignore_errors=True)
+                raise
+            self._rounds[config.key] = (session, out)
+        return self._rounds[config.key][0]
+
+    def end_rounds(self) -> None:
+        """Close the confirmation rounds' sessions and remove their models."""
+        for _, out in self._rounds.values():
+            shutil.rmtree(out, ignore_errors=True)
+        self._rounds.clear()

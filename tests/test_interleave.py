@@ -1,0 +1,129 @@
+"""Several candidates timed at once against fp32, interleaved batch by batch (fake time)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from search.interleave import interleaved_speedups
+from search.measure import TimingSettings, paired_speedup
+from search.tasks.base import Batch
+from tests.fake_timing import FakeClock, FakeProbe, FakeSession
+
+BATCHES = [Batch({"x": np.zeros((4, 2))}, np.arange(4))]
+TRUE = {"a": 2.0, "b": 2.5, "c": 1.6}  # fp32's 0.2 s over each candidate's run time
+
+
+def slow_minutes(now: float) -> float:
+    """A machine that slows by up to 30% and back over 20 s: fp32 (sensitivity 1) more than
+    the int8 models (0.5), so the speedup itself moves with it."""
+    return 1.0 + 0.15 * (1 - math.cos(2 * math.pi * now / 20))
+
+
+def models(clock, log=None, jitter=0.01):
+    base = FakeSession(clock, 0.2, jitter, seed=9, name="fp32", log=log)
+    cands = [
+        FakeSession(clock, 0.2 / r, jitter, seed=i, sensitivity=0.5, name=n, log=log)
+        for i, (n, r) in enumerate(TRUE.items())
+    ]
+    return base, cands
+
+
+def test_the_ratio_between_candidates_keeps_out_the_drift_that_slot_by_slot_timing_keeps():
+    settings = TimingSettings(seconds=6.0, target=1e-6, floor=0.0)
+    clock = FakeClock(slow_minutes)
+    base, cands = models(clock)
+    speeds = interleaved_speedups(
+        base,
+        cands,
+        BATCHES,
+        TimingSettings(seconds=18.0, target=1e-6, floor=0.0),
+        clock=clock,
+        probe=FakeProbe(()),
+    )
+    interleaved = [s.ratio for s in speeds]
+    # The same three, 6 s each one after another (a round of the slot-by-slot confirmation).
+    clock = FakeClock(slow_minutes)
+    base, cands = models(clock)
+    slots = [
+        paired_speedup(base, c, BATCHES, settings, clock=clock, probe=FakeProbe(())).ratio
+        for c in cands
+    ]
+    truth = [TRUE["b"] / TRUE["a"], TRUE["c"] / TRUE["a"]]
+
+    def worst(ratios):
+        return max(abs(math.log(r / ratios[0] / t)) for r, t in zip(ratios[1:], truth, strict=True))
+
+    assert worst(interleaved) < 0.01  # within 1%: every candidate saw the same minutes
+    assert worst(slots) > 3 * worst(interleaved)  # the slots' minutes differ, so does the drift
+
+
+def test_every_model_takes_every_place_in_the_step_and_every_pair_shares_its_batch():
+    log: list[str] = []
+    clock = FakeClock()
+    base, cands = models(clock, log)
+    settings = TimingSettings(seconds=12.0, target=1e-6, floor=0.0, warmup_runs=0)
+    speeds = interleaved_speedups(base, cands, BATCHES, settings, clock=clock, probe=FakeProbe(()))
+    steps = [log[i : i + 4] for i in range(0, len(log), 4)]
+    assert all(sorted(s) == ["a", "b", "c", "fp32"] for s in steps)  # each once per step
+    for name in ("fp32", "a", "b", "c"):  # first, second, ... alike often
+        places = [s.index(name) for s in steps]
+        assert set(places) == {0, 1, 2, 3}
+        assert max(places.count(p) for p in range(4)) - min(places.count(p) for p in range(4)) <= 1
+    assert {s.pairs for s in speeds} == {len(steps)}
+    for s, truth in zip(speeds, TRUE.values(), strict=True):
+        assert s.low <= truth <= s.high
+
+
+def test_the_budget_holds_for_the_whole_run_warm_up_included():
+    settings = TimingSettings(seconds=10.0, target=1e-6, floor=0.0)
+    clock = FakeClock()
+    base, cands = models(clock)
+    speeds = interleaved_speedups(base, cands, BATCHES, settings, clock=clock, probe=FakeProbe(()))
+    step = 0.2 + sum(0.2 / r for r in TRUE.values())
+    assert clock.now <= 10.0 + step * speeds[0].block_size  # at most one block over
+    assert clock.now >= 10.0 - step * speeds[0].block_size
+    assert all(s.stopped == "budget" and s.blocks >= 4 for s in speeds)
+
+
+def test_one_candidate_is_timed_exactly_as_paired_timing_does():
+    settings = TimingSettings(seconds=5.0, target=0.01, floor=0.05)
+    results = []
+    for run in ("interleaved", "paired"):
+        clock = FakeClock()
+        base, cands = models(clock, jitter=0.05)
+        if run == "interleaved":
+            s = interleaved_speedups(
+                base, cands[:1], BATCHES, settings, clock=clock, probe=FakeProbe(())
+            )[0]
+        else:
+            s = paired_speedup(base, cands[0], BATCHES, settings, clock=clock, probe=FakeProbe(()))
+        results.append((s.ratio, s.low, s.high, s.pairs, s.blocks, s.stopped))
+    assert results[0] == pytest.approx(results[1])
+
+
+class Broken:
+    def __init__(self, after: int):
+        self.after = after
+
+    def run(self, _names, _inputs):
+        self.after -= 1
+        if self.after < 0:
+            raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : bad shape\ndetail")
+
+
+def test_a_candidate_that_fails_answers_its_reason_and_the_others_are_still_timed():
+    clock = FakeClock()
+    base, cands = models(clock)
+    settings = TimingSettings(seconds=6.0, target=1e-6, floor=0.0)
+    speeds = interleaved_speedups(
+        base,
+        [cands[0], Broken(after=5), cands[2]],
+        BATCHES,
+        settings,
+        clock=clock,
+        probe=FakeProbe(()),
+    )
+    assert isinstance(speeds[1], str) and "bad shape" in speeds[1] and "\n" not in speeds[1]
+    assert speeds[0].low <= TRUE["a"] <= speeds[0].high
+    assert speeds[2].low <= TRUE["c"] <= speeds[2].high
