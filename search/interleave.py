@@ -37,10 +37,13 @@ def interleaved_speedups(
     clock: Callable[[], float] = time.perf_counter,
     probe: LoadProbe | None = None,
     baseline_warm: bool = False,
+    race_below: Sequence[float | None] | None = None,
 ) -> list[Speedup | str]:
     """Each candidate's speedup over `baseline` from one interleaved run bounded by
     `settings.seconds` (for all of them together). A candidate whose run raises answers the
-    error's message and leaves the rotation; the others go on."""
+    error's message and leaves the rotation; the others go on. `race_below` gives candidates
+    a frontier speed (None: no bar): the run stops ("raced", from two blocks on) once every
+    candidate with a bar has an upper bound below it, as `paired_speedup` does for one."""
     probe = probe or LoadProbe()
     started = clock()
     errors: dict[int, str] = {}
@@ -62,6 +65,7 @@ def interleaved_speedups(
     samples = 0
     timing_started = clock()
     stopped = "budget"
+    bars = {k: bar for k, bar in enumerate(race_below or ()) if bar is not None}
     step = 0
     while len(errors) < count:
         probe.start()
@@ -85,6 +89,10 @@ def interleaved_speedups(
         blocks = len(loads)
         if blocks < 2:
             continue
+        racing = [k for k in bars if k in active]
+        if racing and all(_upper(logs[k], loads, settings) < bars[k] for k in racing):
+            stopped = "raced"
+            break
         elapsed = clock() - started
         if elapsed + (clock() - timing_started) / blocks > settings.seconds:
             break
@@ -111,6 +119,7 @@ def interleaved_speedups(
                 stopped=stopped,
                 warmup=warmup,
                 block_size=per_block,
+                race_below=bars.get(k),
             )
         )
     return out
@@ -146,3 +155,7 @@ def _run_or_drop(candidate, batch: Batch, k: int, errors: dict[int, str]) -> Non
 def _tight(logs: list[float], loads: list[float], settings: TimingSettings) -> bool:
     est, loaded = estimate_blocks(logs, loads, settings, floor=False)
     return est.rel_half_width <= settings.target and len(logs) - loaded >= settings.min_blocks
+
+
+def _upper(logs: list[float], loads: list[float], settings: TimingSettings) -> float:
+    return estimate_blocks(logs, loads, settings)[0].high

@@ -127,3 +127,50 @@ def test_a_candidate_that_fails_answers_its_reason_and_the_others_are_still_time
     assert isinstance(speeds[1], str) and "bad shape" in speeds[1] and "\n" not in speeds[1]
     assert speeds[0].low <= TRUE["a"] <= speeds[0].high
     assert speeds[2].low <= TRUE["c"] <= speeds[2].high
+
+
+def test_a_bert_base_size_trial_times_its_options_gain_and_itself_within_the_budget():
+    """fp32 1.2 s, fp32 under the trial's options 1.1 s, the int8 candidate 0.5 s a batch:
+    one interleaved run of both, 12 s warm-up included, ends within one block of 12 s
+    (before, two measurements of their own warm-up and two blocks each took ~14.4 s)."""
+    settings = TimingSettings(seconds=12, target=1e-6)  # with the drift floor, as trials are
+    clock = FakeClock()
+    base = FakeSession(clock, 1.2, 0.02, seed=1)
+    options = FakeSession(clock, 1.1, 0.02, seed=2)
+    cand = FakeSession(clock, 0.5, 0.02, seed=3)
+    gain, speed = interleaved_speedups(
+        base, [options, cand], BATCHES, settings, clock=clock, probe=FakeProbe(())
+    )
+    step = (1.2 + 1.1 + 0.5) * 1.1  # one block (one step), with jitter
+    assert speed.block_size == 1 and speed.blocks >= 2 and gain.blocks == speed.blocks
+    assert clock.now <= 12 + step
+    assert gain.low <= 1.2 / 1.1 <= gain.high and speed.low <= 1.2 / 0.5 <= speed.high
+
+
+def test_racing_stops_once_the_candidate_with_a_bar_cannot_reach_it():
+    settings = TimingSettings(seconds=60, target=1e-6, floor=0.05)
+    clock = FakeClock()
+    base, cands = models(clock, jitter=0.02)
+    gain, speed = interleaved_speedups(
+        base,
+        cands[:2],
+        BATCHES,
+        settings,
+        clock=clock,
+        probe=FakeProbe(()),
+        race_below=(None, 3.0),  # b is 2.5x: it cannot reach 3.0
+    )
+    assert speed.stopped == gain.stopped == "raced" and speed.race_below == 3.0
+    assert gain.race_below is None and speed.high < 3.0 and clock.now < 30
+    clock = FakeClock()
+    base, cands = models(clock, jitter=0.02)
+    full = interleaved_speedups(
+        base,
+        cands[:2],
+        BATCHES,
+        settings,
+        clock=clock,
+        probe=FakeProbe(()),
+        race_below=(None, 2.0),
+    )
+    assert full[1].stopped == "budget"  # 2.5x could reach 2.0: no early stop

@@ -1,5 +1,6 @@
 """One --timing-seconds per trial's whole timing phase: the fp32-under-these-options
-measurement (once per set of options) takes a third of it, first, and the candidate the rest."""
+measurement (once per set of options) is timed in the same interleaved run as the candidate,
+and later trials with those options give the candidate the whole budget."""
 
 from __future__ import annotations
 
@@ -9,30 +10,36 @@ import pytest
 
 import search.objective as objective
 from search.config import QuantConfig
+from search.interleave import interleaved_speedups
 from search.measure import TimingSettings, paired_speedup
 from search.objective import Evaluator
 
 
 @dataclass
 class Measured:
-    """Every paired measurement an evaluator makes, in order: its budget and the seconds it
-    took, warm-up included."""
+    """Every timing run an evaluator makes, in order: how many models it timed against fp32
+    and its budget."""
 
+    models: list[int] = field(default_factory=list)
     budgets: list[float] = field(default_factory=list)
-    spent: list[float] = field(default_factory=list)
 
 
 @pytest.fixture
 def measured(monkeypatch) -> Measured:
     seen = Measured()
 
-    def recording(baseline, candidate, batches, settings, **kwargs):
+    def paired(baseline, candidate, batches, settings, **kwargs):
+        seen.models.append(1)
         seen.budgets.append(settings.seconds)
-        speed = paired_speedup(baseline, candidate, batches, settings, **kwargs)
-        seen.spent.append(speed.warmup_seconds + speed.seconds)
-        return speed
+        return paired_speedup(baseline, candidate, batches, settings, **kwargs)
 
-    monkeypatch.setattr(objective, "paired_speedup", recording)
+    def interleaved(baseline, candidates, batches, settings, **kwargs):
+        seen.models.append(len(candidates))
+        seen.budgets.append(settings.seconds)
+        return interleaved_speedups(baseline, candidates, batches, settings, **kwargs)
+
+    monkeypatch.setattr(objective, "paired_speedup", paired)
+    monkeypatch.setattr(objective, "interleaved_speedups", interleaved)
     return seen
 
 
@@ -43,19 +50,19 @@ def test_the_options_gain_and_the_candidate_share_one_budget(tiny_task, measured
     try:
         options = QuantConfig(operators=("MatMul",), disabled_fusions=("SkipLayerNormFusion",))
         first = evaluator.evaluate(options)
-        gain, candidate = measured.budgets
-        assert gain == pytest.approx(0.2)  # a third, measured first
-        # what the gain left: the budget less what the gain's measurement took (it stops when
-        # one more block would pass its 0.2 s, so it took about that, never more than a block)
-        assert 0 <= candidate <= 0.6 - measured.spent[0]
-        assert first.attrs["fp32_options_speedup"] > 0
+        # one run times fp32 under the options and the candidate together, in one budget
+        assert measured.models == [2] and measured.budgets == [pytest.approx(0.6)]
+        gain = first.attrs["fp32_options_speedup"]
+        assert gain > 0 and first.attrs["timing"]["pairs"] >= 2
 
-        measured.budgets.clear()  # the same options again: the gain is known, all is left
-        evaluator.evaluate(options.replace(per_channel=True))
-        assert len(measured.budgets) == 1 and measured.budgets[0] > 0.59
+        measured.models.clear(), measured.budgets.clear()
+        second = evaluator.evaluate(options.replace(per_channel=True))  # the gain is known
+        assert measured.models == [1] and measured.budgets == [pytest.approx(0.6)]
+        assert second.attrs["fp32_options_speedup"] == gain
 
-        measured.budgets.clear()  # default options: no gain to measure
-        evaluator.evaluate(QuantConfig(operators=("MatMul",)))
-        assert len(measured.budgets) == 1 and measured.budgets[0] > 0.59
+        measured.models.clear(), measured.budgets.clear()
+        default = evaluator.evaluate(QuantConfig(operators=("MatMul",)))  # no gain to measure
+        assert measured.models == [1] and measured.budgets == [pytest.approx(0.6)]
+        assert default.attrs["fp32_options_speedup"] == 1.0
     finally:
         evaluator.close()
