@@ -88,10 +88,11 @@ bench-process: install
 bench-size: install
 	$(BIN)/python benchmarks/model_size.py --seconds 12
 
-# ~45 minutes: time to a good answer and to convergence, the beam before seeds (per-type
-# space), the beam as shipped and TPE, each a real `qsearch run` into benchmarks/tables/.
+# ~1 hour: time to a good answer and to convergence, the beam before seeds and the beam as
+# shipped on the same (per-type) space, the beam as shipped on the default space and TPE,
+# each a real `qsearch run` into benchmarks/tables/.
 bench-ttf: install
-	$(BIN)/python benchmarks/time_to_frontier.py --runs beam-before,beam,tpe
+	$(BIN)/python benchmarks/time_to_frontier.py --runs beam-before,beam-per-type,beam,tpe
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

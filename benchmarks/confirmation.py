@@ -4,9 +4,10 @@ the default task, three ways, with the same timing per config each way:
 - sequential: each config re-timed for --seconds, one after another (the first
   end-of-search confirmation, `Evaluator.retime`);
 - slots: --rounds rounds, each timing every config against fp32 for --seconds/--rounds, one
-  config after another (the round-robin confirmation before batch-by-batch interleaving);
-- round_robin: --rounds rounds, each timing all configs against fp32 at once, interleaved
-  batch by batch (`Evaluator.retime_round`, `search.interleave`: what `search.confirm` does).
+  config after another (the round-robin confirmation before block-by-block interleaving);
+- round_robin: --rounds rounds, each timing all configs against fp32 in one run, taking
+  turns a block (3 pairs) at a time (`Evaluator.retime_round`, `search.interleave`: what
+  `search.confirm` does).
 
 Why: sequential re-timing lets the machine's drift between minutes decide the order of the
 configs (five sequential 36 s confirmations once all read ~6% low); rounds make the drift

@@ -9,11 +9,12 @@ lower bound); and convergence: the trial and time after which the hypervolume ne
 more than 0.5% again, against the whole run's trials and time.
 
 Runs (`--runs`): `beam-before` (the beam as it was before seed recipes: `--no-seeds` on the
-per-operator-type space), `beam` (`--beam 4` as shipped: seeds, the default space) and `tpe`
-(`--sampler tpe`), on the default task; `--bert-base` adds the same runs on the BERT-base-
-size classifier of benchmarks/model_size.py (random weights, the `agreement` metric). Each
-run is an ordinary study in `--storage-dir`, so re-running the script resumes them and the
-report and dashboard open them. Prints a table and one JSON line.
+per-operator-type space), `beam-per-type` (the beam as shipped on that same space: the
+comparison of trials to convergence), `beam` (`--beam 4` as shipped: seeds, the default
+space) and `tpe` (`--sampler tpe`), on the default task; `--bert-base` adds the same runs on
+the BERT-base-size classifier of benchmarks/model_size.py (random weights, the `agreement`
+metric). Each run is an ordinary study in `--storage-dir`, so re-running the script resumes
+them and the report and dashboard open them. Prints a table and one JSON line.
 
     .venv/bin/python benchmarks/time_to_frontier.py --runs beam-before,beam,tpe   # ~45 min
     .venv/bin/python benchmarks/time_to_frontier.py --study zen5-beam4 --storage sqlite:///studies/zen5-beam4.db
@@ -39,6 +40,7 @@ from search.worker import describe_worker, worker_info  # noqa: E402
 
 RUNS = {
     "beam-before": ["--beam", "4", "--no-seeds", "--space", "per-type"],
+    "beam-per-type": ["--beam", "4", "--space", "per-type"],  # after, on the space of before
     "beam": ["--beam", "4"],
     "tpe": ["--sampler", "tpe", "--trials", "60"],
 }

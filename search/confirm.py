@@ -3,7 +3,7 @@ machine's drift between minutes decides it.
 
 The configs on the Pareto frontier, and those whose speedup interval reaches a frontier
 config's at no worse accuracy, are timed again in rounds: each round times every candidate
-against fp32 at once, interleaved batch by batch (`Evaluator.retime_round`,
+against fp32 in one run, taking turns a block at a time (`Evaluator.retime_round`,
 `search.interleave`; sessions kept open between rounds). A drift of the machine's minutes,
 and of its seconds, then hits every candidate alike: sequential confirmations, one config
 after another, once read a whole pass ~6% low and let the minute each config was timed in

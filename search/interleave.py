@@ -1,20 +1,30 @@
-"""Several candidates timed against one baseline in one run, interleaved batch by batch: a
-confirmation round (`Evaluator.retime_round`).
+"""Several candidates timed against one baseline in one run, interleaved block by block: a
+confirmation round (`Evaluator.retime_round`), and a trial's first measurement under new
+session options (fp32 under them and the candidate, `Evaluator._timing_phase`).
 
-Why: a round that times candidate A against fp32 for a few seconds, then B, leaves the
-machine's drift between those seconds in the ratio of A to B. Here every step runs the
-baseline and each candidate once on the same batch, in an order rotated one place per step,
-and each candidate's pair is (the baseline's run, its own run) of the same step: a drift
-hits fp32, A and B within a fraction of a second of each other, so the ratio between two
-candidates keeps only their own noise. With one candidate the steps are `paired_speedup`'s
-ABBA. Blocks, loads, the budget (warm-up included, never one block past it) and the
-estimate are `search.measure`'s, shared by every candidate of the run.
+Why: a round that times candidate A against fp32 for its seconds, then B for its own, leaves
+the machine's drift between those seconds in the ratio of A to B. Here the candidates take
+turns a block at a time (a few pairs, a fraction of a second): A's block, B's block, C's,
+A's again, ..., each block `paired_speedup`'s own ABBA pairs against fp32 on the same
+batches, so a drift of the seconds hits every candidate alike, while every pair is measured
+exactly as a trial's are (the same cache regime: each model follows itself or fp32), and the
+blocks pool with the trial's. With one candidate it is `paired_speedup`, pair for pair.
+
+A first design ran fp32 and every candidate once per batch, in an order rotated one place per
+batch: there a candidate always ran after another model, never after itself, so it read
+2-4% below its trial, and which model it followed (fixed by the rotation) biased the ratios
+between candidates (benchmarks/confirmation.py on an AMD EPYC Zen 4: see the README).
+
+Blocks, loads, the budget (warm-up included; checked before every block once each candidate
+has two, so a run ends at most one block past it) and the estimate are `search.measure`'s.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+
+import numpy as np
 
 from search.measure import (
     LoadProbe,
@@ -29,6 +39,33 @@ from search.measure import (
 from search.tasks.base import Batch
 
 
+class _Timed:
+    """One candidate's pairs and blocks so far."""
+
+    def __init__(self, session) -> None:
+        self.session = session
+        self.base_t: list[float] = []
+        self.cand_t: list[float] = []
+        self.logs: list[float] = []
+        self.loads: list[float] = []
+        self.block_seconds: list[float] = []
+        self.samples = 0
+        self.error: str | None = None
+
+    def pair(self, baseline, batch: Batch, clock) -> float:
+        """One ABBA pair on `batch` (orientation by this candidate's own pair count)."""
+        if len(self.base_t) % 2 == 0:
+            b = timed_run(baseline, batch, clock)
+            c = timed_run(self.session, batch, clock)
+        else:
+            c = timed_run(self.session, batch, clock)
+            b = timed_run(baseline, batch, clock)
+        self.base_t.append(b)
+        self.cand_t.append(c)
+        self.samples += len(batch)
+        return b + c
+
+
 def interleaved_speedups(
     baseline,
     candidates: Sequence,
@@ -39,83 +76,68 @@ def interleaved_speedups(
     baseline_warm: bool = False,
     race_below: Sequence[float | None] | None = None,
 ) -> list[Speedup | str]:
-    """Each candidate's speedup over `baseline` from one interleaved run bounded by
-    `settings.seconds` (for all of them together). A candidate whose run raises answers the
-    error's message and leaves the rotation; the others go on. `race_below` gives candidates
-    a frontier speed (None: no bar): the run stops ("raced", from two blocks on) once every
-    candidate with a bar has an upper bound below it, as `paired_speedup` does for one."""
+    """Each candidate's speedup over `baseline` from one run bounded by `settings.seconds`
+    (for all of them together), the candidates taking turns a block at a time. A candidate
+    whose run raises answers the error's message and leaves the turns; the others go on.
+    `race_below` gives candidates a frontier speed (None: no bar): the run stops ("raced",
+    once each has two blocks) when every candidate with a bar has an upper bound below it,
+    as `paired_speedup` does for one."""
     probe = probe or LoadProbe()
     started = clock()
-    errors: dict[int, str] = {}
+    timed = [_Timed(c) for c in candidates]
     for i in range(settings.warmup_runs):
         batch = batches[i % len(batches)]
         if not baseline_warm:
             baseline.run(None, batch.inputs)
-        for k, candidate in enumerate(candidates):
-            if k not in errors:
-                _run_or_drop(candidate, batch, k, errors)
+        for t in timed:
+            _guarded(t, lambda t=t, batch=batch: t.session.run(None, batch.inputs))
     warmup = clock() - started
-    count = len(candidates)
     most = settings.block_pairs * (8 if settings.objective == "latency" else 1)
-    per_block = most
-    base_t: list[list[float]] = [[] for _ in candidates]  # the baseline's run of each pair
-    cand_t: list[list[float]] = [[] for _ in candidates]
-    logs: list[list[float]] = [[] for _ in candidates]
-    loads: list[float] = []
-    samples = 0
-    timing_started = clock()
-    stopped = "budget"
+    per_block = most  # resized from the first pair's time, for all candidates' turns
     bars = {k: bar for k, bar in enumerate(race_below or ()) if bar is not None}
-    step = 0
-    while len(errors) < count:
-        probe.start()
-        in_block = 0
-        while in_block < per_block:
-            batch = batches[step % len(batches)]
-            base, runs = _step(baseline, candidates, batch, step, errors, clock)
-            for k, seconds in runs.items():
-                base_t[k].append(base)
-                cand_t[k].append(seconds)
-            in_block += 1
-            samples += len(batch)
-            step += 1
-            if step == 1:
-                spent = base + sum(runs.values())
-                per_block = block_size(settings, most, spent, settings.seconds - warmup)
-        loads.append(probe.stop())
-        active = [k for k in range(count) if k not in errors]
-        for k in active:
-            logs[k].append(block_statistic(base_t[k][-in_block:], cand_t[k][-in_block:], settings))
-        blocks = len(loads)
-        if blocks < 2:
-            continue
-        racing = [k for k in bars if k in active]
-        if racing and all(_upper(logs[k], loads, settings) < bars[k] for k in racing):
-            stopped = "raced"
-            break
-        elapsed = clock() - started
-        if elapsed + (clock() - timing_started) / blocks > settings.seconds:
-            break
-        if blocks < settings.min_blocks:
-            continue
-        if all(_tight(logs[k], loads, settings) for k in active):
-            stopped = "target"
-            break
-    timed = clock() - timing_started
+    first = True
+    timing_started = clock()
+    stopped: str | None = None
+    while stopped is None and any(t.error is None for t in timed):
+        for t in timed:
+            if t.error is not None:
+                continue
+            if all(len(x.logs) >= 2 for x in timed if x.error is None):
+                stopped = _stop(timed, bars, settings, clock() - started, t)
+                if stopped:
+                    break
+            begun = clock()
+            probe.start()
+            in_block = 0
+            while in_block < per_block and t.error is None:
+                batch = batches[len(t.base_t) % len(batches)]  # every candidate: the same batches
+                seconds = _guarded(t, lambda t=t, batch=batch: t.pair(baseline, batch, clock))
+                in_block += 1
+                if first and seconds is not None:  # as if every candidate's pair cost this
+                    first = False
+                    left = settings.seconds - warmup
+                    per_block = block_size(settings, most, seconds * len(timed), left)
+            load = probe.stop()
+            if t.error is None:
+                t.loads.append(load)
+                t.logs.append(block_statistic(t.base_t[-in_block:], t.cand_t[-in_block:], settings))
+                t.block_seconds.append(clock() - begun)
+    stopped = stopped or "budget"
+    seconds = clock() - timing_started
     out: list[Speedup | str] = []
-    for k in range(count):
-        if k in errors:
-            out.append(errors[k])
+    for k, t in enumerate(timed):
+        if t.error is not None:
+            out.append(t.error)
             continue
         out.append(
             timing_result(
-                logs[k],
-                loads,
-                base_t[k],
-                cand_t[k],
-                samples,
+                t.logs,
+                t.loads,
+                t.base_t,
+                t.cand_t,
+                t.samples,
                 settings,
-                seconds=timed,
+                seconds=seconds,
                 stopped=stopped,
                 warmup=warmup,
                 block_size=per_block,
@@ -125,37 +147,34 @@ def interleaved_speedups(
     return out
 
 
-def _step(
-    baseline, candidates, batch: Batch, step: int, errors: dict[int, str], clock
-) -> tuple[float, dict[int, float]]:
-    """One step: the baseline (key -1) and every candidate still in the rotation, once each
-    on `batch`, starting one place further along than the step before; the baseline's
-    seconds and each candidate's that ran."""
-    models = [-1] + [k for k in range(len(candidates)) if k not in errors]
-    shift = step % len(models)
-    runs: dict[int, float] = {}
-    for k in models[shift:] + models[:shift]:
-        if k == -1:
-            runs[-1] = timed_run(baseline, batch, clock)
-            continue
-        try:
-            runs[k] = timed_run(candidates[k], batch, clock)
-        except Exception as exc:  # noqa: BLE001 - one candidate's failure leaves the others timed
-            errors[k] = f"onnxruntime failed running the model: {exc}".splitlines()[0]
-    return runs.pop(-1), runs
+def _stop(
+    timed: list[_Timed], bars: dict[int, float], settings: TimingSettings, elapsed: float, nxt
+) -> str | None:
+    """Before `nxt`'s next block: "raced", "budget" (that block, at its mean time so far,
+    would end past the budget), "target" (every candidate's interval tight), or None."""
+    active = [k for k, t in enumerate(timed) if t.error is None]
+    racing = [k for k in bars if k in active]
+    if racing and all(_upper(timed[k], settings) < bars[k] for k in racing):
+        return "raced"
+    if elapsed + float(np.mean(nxt.block_seconds)) > settings.seconds:
+        return "budget"
+    if all(_tight(timed[k], settings) for k in active):
+        return "target"
+    return None
 
 
-def _run_or_drop(candidate, batch: Batch, k: int, errors: dict[int, str]) -> None:
+def _guarded(t: _Timed, run: Callable[[], float | None]) -> float | None:
     try:
-        candidate.run(None, batch.inputs)
-    except Exception as exc:  # noqa: BLE001
-        errors[k] = f"onnxruntime failed running the model: {exc}".splitlines()[0]
+        return run()
+    except Exception as exc:  # noqa: BLE001 - one candidate's failure leaves the others timed
+        t.error = f"onnxruntime failed running the model: {exc}".splitlines()[0]
+        return None
 
 
-def _tight(logs: list[float], loads: list[float], settings: TimingSettings) -> bool:
-    est, loaded = estimate_blocks(logs, loads, settings, floor=False)
-    return est.rel_half_width <= settings.target and len(logs) - loaded >= settings.min_blocks
+def _tight(t: _Timed, settings: TimingSettings) -> bool:
+    est, loaded = estimate_blocks(t.logs, t.loads, settings, floor=False)
+    return est.rel_half_width <= settings.target and len(t.logs) - loaded >= settings.min_blocks
 
 
-def _upper(logs: list[float], loads: list[float], settings: TimingSettings) -> float:
-    return estimate_blocks(logs, loads, settings)[0].high
+def _upper(t: _Timed, settings: TimingSettings) -> float:
+    return estimate_blocks(t.logs, t.loads, settings)[0].high

@@ -158,11 +158,11 @@ class Evaluator(Retiming):
         """The candidate's speedup and its options' gain (fp32's own speedup under the
         candidate's session options: the share owed to the options, not to quantization;
         None for the defaults) within one `--timing-seconds`. A gain not measured yet (once
-        per set of options) is timed in the same run as the candidate, interleaved batch by
-        batch (`search.interleave`): the phase is then one measurement, which ends within
-        the budget but for one block, whatever a pair costs (before, the gain took a third
-        of the budget and each of the two measurements needed its own warm-up and two
-        blocks: 1.34 blocks over on a BERT-base-size model, benchmarks/model_size.py)."""
+        per set of options) is timed in the same run as the candidate, the two taking turns
+        a block at a time (`search.interleave`): the phase is then one measurement, which
+        ends within the budget but for one block, whatever a pair costs (before, the gain
+        took a third of the budget and each of the two measurements needed its own warm-up
+        and two blocks: 1.34 blocks over on a BERT-base-size model, benchmarks/model_size.py)."""
         key = config.session_key()
         if key == DEFAULT_SESSION or key in self._options_gain:
             gain = self._options_gain.get(key)

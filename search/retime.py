@@ -36,7 +36,7 @@ class Retiming:
         self, configs: list[QuantConfig], seconds: float | None = None
     ) -> list[Speedup | str]:
         """One round of a round-robin confirmation (`search.confirm`): every config timed
-        against fp32 at once, interleaved batch by batch (`search.interleave`), for `seconds`
+        against fp32 in one run, taking turns a block at a time (`search.interleave`), for `seconds`
         per config. Sessions stay open for the next round (`end_rounds` closes them), so
         rounds time the same sessions, minutes apart. A config that fails answers its
         error's message, and the others are still timed."""
