@@ -8,7 +8,10 @@ waits with a time limit. When the child dies or overruns, the call raises `Trial
 the cause, the child is replaced for the next trial, and the runner records a FAIL.
 
 The child also dies with its parent (PR_SET_PDEATHSIG), so a killed search leaves no
-orphan timing on the machine.
+orphan timing on the machine. It is started with the path of its spec, pickled to a file,
+not the spec itself: multiprocessing's spawn writes a process's pickled arguments into a pipe
+whose read end the parent still holds until the write ends, so a child that died before
+reading a task's megabytes would leave the parent blocked in that write forever.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import multiprocessing
+import pickle
 import shutil
 import signal
 import tempfile
@@ -53,7 +57,7 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
-def _serve(conn, spec: EvaluatorSpec) -> None:
+def _serve(conn, spec_path: Path) -> None:
     """The child's loop: one call at a time until the parent closes the pipe."""
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
@@ -63,6 +67,7 @@ def _serve(conn, spec: EvaluatorSpec) -> None:
 
     quiet_libraries()
     onnxruntime.set_default_logger_severity(3)
+    spec: EvaluatorSpec = pickle.loads(Path(spec_path).read_bytes())
     evaluator = spec.build()
     while True:
         try:
@@ -113,7 +118,8 @@ class IsolatedEvaluator:
         self.timing = timing or TimingSettings()
         self.time_limit = time_limit
         self.workdir = Path(tempfile.mkdtemp(prefix="qsearch-"))
-        self._spec = spec_type(task, self.timing, self.workdir, prune)
+        self._spec_path = self.workdir / "evaluator-spec.pickle"  # see the module docstring
+        self._spec_path.write_bytes(pickle.dumps(spec_type(task, self.timing, self.workdir, prune)))
         self._context = multiprocessing.get_context("spawn")
         self._process = None
         self._conn = None
@@ -124,7 +130,7 @@ class IsolatedEvaluator:
         self.starts += 1
         parent, child = self._context.Pipe()
         self._process = self._context.Process(
-            target=_serve, args=(child, self._spec), daemon=True, name="qsearch-trial"
+            target=_serve, args=(child, self._spec_path), daemon=True, name="qsearch-trial"
         )
         self._process.start()
         child.close()
@@ -144,7 +150,11 @@ class IsolatedEvaluator:
         if self._process is None or not self._process.is_alive():
             self._stop()
             self._start()
-        self._conn.send((method, args, kwargs))
+        try:
+            self._conn.send((method, args, kwargs))
+        except OSError as exc:  # the child died before reading it: the wait below says why
+            if self._process.is_alive():
+                raise TrialError(f"could not reach the trial's process: {exc}") from exc
         deadline = None if self.time_limit is None else time.monotonic() + self.time_limit
         while not self._conn.poll(0.2):
             if not self._process.is_alive():

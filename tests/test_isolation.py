@@ -4,6 +4,8 @@ trial while the search goes on."""
 from __future__ import annotations
 
 import ctypes
+import faulthandler
+import os
 import time
 
 import optuna
@@ -11,6 +13,7 @@ import pytest
 from optuna.trial import TrialState
 
 from search.config import QuantConfig
+from search.errors import TrialError
 from search.isolation import EvaluatorSpec, IsolatedEvaluator, describe_exit
 from search.measure import TimingSettings
 from search.objective import Evaluator
@@ -96,3 +99,25 @@ def test_a_crash_or_a_hang_fails_one_trial_and_the_search_goes_on(tiny_task):
 )
 def test_exit_causes_are_named(code, words):
     assert words in describe_exit(code)
+
+
+class DiesOnArrival(EvaluatorSpec):
+    """A spec the child cannot even unpack: it exits as it is unpickled, before any call."""
+
+    def __reduce__(self):
+        return (os._exit, (7,))
+
+
+def test_a_child_that_dies_at_start_fails_the_call_instead_of_hanging(tiny_task):
+    """Before, the child got the task through spawn's pipe, which the parent wrote while
+    holding its read end: a child dead before reading left the parent blocked for ever."""
+    faulthandler.dump_traceback_later(300, exit=True)  # a hang fails the run, loudly
+    evaluator = IsolatedEvaluator(tiny_task, FAST, time_limit=60, spec_type=DiesOnArrival)
+    try:
+        for _ in range(2):  # and again with a new child
+            with pytest.raises(TrialError, match="exit code 7"):
+                evaluator.evaluate(QuantConfig(operators=("MatMul",)))
+        assert evaluator.starts == 2
+    finally:
+        faulthandler.cancel_dump_traceback_later()
+        evaluator.close()
