@@ -42,8 +42,9 @@ from search.tasks.base import Batch
 class _Timed:
     """One candidate's pairs and blocks so far."""
 
-    def __init__(self, session) -> None:
+    def __init__(self, session, first_batch: int = 0) -> None:
         self.session = session
+        self.first_batch = first_batch
         self.base_t: list[float] = []
         self.cand_t: list[float] = []
         self.logs: list[float] = []
@@ -75,16 +76,21 @@ def interleaved_speedups(
     probe: LoadProbe | None = None,
     baseline_warm: bool = False,
     race_below: Sequence[float | None] | None = None,
+    first_batch: Sequence[int] | None = None,
 ) -> list[Speedup | str]:
     """Each candidate's speedup over `baseline` from one run bounded by `settings.seconds`
     (for all of them together), the candidates taking turns a block at a time. A candidate
     whose run raises answers the error's message and leaves the turns; the others go on.
     `race_below` gives candidates a frontier speed (None: no bar): the run stops ("raced",
     once each has two blocks) when every candidate with a bar has an upper bound below it,
-    as `paired_speedup` does for one."""
+    as `paired_speedup` does for one. `first_batch` gives each candidate the index of the
+    batch its first pair runs (default 0: every candidate the same batches)."""
     probe = probe or LoadProbe()
     started = clock()
-    timed = [_Timed(c) for c in candidates]
+    timed = [
+        _Timed(c, start)
+        for c, start in zip(candidates, first_batch or [0] * len(candidates), strict=True)
+    ]
     for i in range(settings.warmup_runs):
         batch = batches[i % len(batches)]
         if not baseline_warm:
@@ -110,7 +116,7 @@ def interleaved_speedups(
             probe.start()
             in_block = 0
             while in_block < per_block and t.error is None:
-                batch = batches[len(t.base_t) % len(batches)]  # every candidate: the same batches
+                batch = batches[(t.first_batch + len(t.base_t)) % len(batches)]
                 seconds = _guarded(t, lambda t=t, batch=batch: t.pair(baseline, batch, clock))
                 in_block += 1
                 if first and seconds is not None:  # as if every candidate's pair cost this

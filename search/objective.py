@@ -82,6 +82,7 @@ class Evaluator(Retiming):
         self._fp32_outputs = None
         self._options_gain: dict[tuple, Speedup] = {}
         self._rounds: dict[str, tuple[Any, Path]] = {}  # confirmation rounds' open sessions
+        self._round_batch: dict[str, int] = {}  # and where each one's next pair starts
         self.fp32_size_mb = task.model_path.stat().st_size / 1e6
 
     @property

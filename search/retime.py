@@ -4,7 +4,7 @@ Kept apart from the trial itself (`search.objective`): a trial quantizes, scores
 once; re-timing quantizes again (the same bytes) and times again, on the evaluator's own
 fp32 session, so its blocks pool with the trial's (`search.pooled`). A mixin of
 `Evaluator`, whose `_open`, `_quantize`, `_speedup`, `baseline`, `timing_batches`, `timing`,
-`workdir`, `_rounds` and `_baseline_warm` it uses.
+`workdir`, `_rounds`, `_round_batch` and `_baseline_warm` it uses.
 """
 
 from __future__ import annotations
@@ -38,8 +38,11 @@ class Retiming:
         """One round of a round-robin confirmation (`search.confirm`): every config timed
         against fp32 in one run, taking turns a block at a time (`search.interleave`), for `seconds`
         per config. Sessions stay open for the next round (`end_rounds` closes them), so
-        rounds time the same sessions, minutes apart. A config that fails answers its
-        error's message, and the others are still timed."""
+        rounds time the same sessions, minutes apart, and each config's pairs go on through
+        the timing batches from where its last round stopped: a round of a few seconds
+        times a few batches, and six rounds that each began at the first batch would never
+        time the others. A config that fails answers its error's message, and the others
+        are still timed."""
         per_config = self.timing.seconds if seconds is None else seconds
         timing = replace(self.timing, seconds=per_config * max(1, len(configs)))
         out: list[Speedup | str] = []
@@ -51,16 +54,20 @@ class Retiming:
             except TrialError as exc:
                 out.append(str(exc))
         if sessions:
+            keys = [configs[i].key for i in sessions]
             speeds = interleaved_speedups(
                 self.baseline,
                 list(sessions.values()),
                 self.timing_batches,
                 timing,
                 baseline_warm=self._baseline_warm,
+                first_batch=[self._round_batch[k] for k in keys],
             )
             self._baseline_warm = True
-            for i, speed in zip(sessions, speeds, strict=True):
+            for i, key, speed in zip(sessions, keys, speeds, strict=True):
                 out[i] = speed
+                if not isinstance(speed, str):
+                    self._round_batch[key] += speed.pairs
         return out
 
     def _round_session(self, config: QuantConfig):
@@ -72,6 +79,7 @@ class Retiming:
                 shutil.rmtree(out, ignore_errors=True)
                 raise
             self._rounds[config.key] = (session, out)
+            self._round_batch[config.key] = 0
         return self._rounds[config.key][0]
 
     def end_rounds(self) -> None:
@@ -79,3 +87,4 @@ class Retiming:
         for _, out in self._rounds.values():
             shutil.rmtree(out, ignore_errors=True)
         self._rounds.clear()
+        self._round_batch.clear()

@@ -181,3 +181,35 @@ def test_racing_stops_once_the_candidate_with_a_bar_cannot_reach_it():
         race_below=(None, 2.0),
     )
     assert full[1].stopped == "budget"  # 2.5x could reach 2.0: no early stop
+
+
+class Recording(FakeSession):
+    """Records the batch (its first value) of every run."""
+
+    def __init__(self, clock, seconds, seen):
+        super().__init__(clock, seconds)
+        self.seen = seen
+
+    def run(self, names, inputs):
+        self.seen.append(int(inputs["x"][0, 0]))
+        super().run(names, inputs)
+
+
+def test_each_candidate_starts_at_its_own_batch_and_goes_on_through_them():
+    batches = [Batch({"x": np.full((4, 2), i)}, np.arange(4)) for i in range(8)]
+    clock = FakeClock()
+    seen_a: list[int] = []
+    seen_b: list[int] = []
+    a, b = Recording(clock, 0.1, seen_a), Recording(clock, 0.1, seen_b)
+    settings = TimingSettings(seconds=3.0, target=1e-6, floor=0.0, warmup_runs=0)
+    speeds = interleaved_speedups(
+        FakeSession(clock, 0.2),
+        [a, b],
+        batches,
+        settings,
+        clock=clock,
+        probe=FakeProbe(()),
+        first_batch=[3, 6],
+    )
+    assert seen_a == [(3 + i) % 8 for i in range(speeds[0].pairs)]
+    assert seen_b == [(6 + i) % 8 for i in range(speeds[1].pairs)]

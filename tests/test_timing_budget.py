@@ -66,3 +66,19 @@ def test_the_options_gain_and_the_candidate_share_one_budget(tiny_task, measured
         assert default.attrs["fp32_options_speedup"] == 1.0
     finally:
         evaluator.close()
+
+
+def test_confirmation_rounds_go_on_through_the_timing_batches(tiny_task):
+    """Six short rounds that each began at the first batch would time only the first few."""
+    evaluator = Evaluator(tiny_task, TimingSettings(seconds=0.2, min_blocks=2, block_pairs=1))
+    configs = [QuantConfig(operators=("MatMul",)), QuantConfig(operators=("MatMul", "Gather"))]
+    try:
+        pairs = {c.key: 0 for c in configs}
+        for _ in range(3):
+            for config, speed in zip(configs, evaluator.retime_round(configs, 0.1), strict=True):
+                assert evaluator._round_batch[config.key] == pairs[config.key] + speed.pairs
+                pairs[config.key] += speed.pairs
+        evaluator.end_rounds()
+        assert evaluator._round_batch == {}  # the next pass starts afresh
+    finally:
+        evaluator.close()
