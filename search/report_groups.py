@@ -1,5 +1,6 @@
 """The report's per-group charts: the sensitivity table (what quantizing each group alone
-costs) and the fallback path (accuracy and speed after each reverted group). Each is drawn
+costs in accuracy), the speed cost of keeping each group fp32 (measured on the fallback
+path) and the fallback path (accuracy and speed after each reverted group). Each is drawn
 only when the study holds it, so other studies' reports are unchanged."""
 
 from __future__ import annotations
@@ -77,11 +78,33 @@ def _path_figure(path: list[dict]):
     return fig
 
 
+def _speed_cost_figure(costs: dict[str, dict], order: list[str]):
+    import plotly.graph_objects as go
+
+    groups = [g for g in order if g in costs] + sorted(set(costs) - set(order))
+    fig = go.Figure(
+        go.Bar(
+            x=groups,
+            y=[100 * (costs[g]["cost"] - 1) for g in groups],
+            text=[f"trials {costs[g]['trials'][0]} vs {costs[g]['trials'][1]}" for g in groups],
+            name="speed given up when kept fp32 (%)",
+        )
+    )
+    fig.update_yaxes(title_text="speedup lost when kept fp32 (%)")
+    fig.update_layout(
+        title="Speed cost of keeping each group fp32, measured on the fallback path "
+        "(two timed trials that differ by that group alone)",
+        template="plotly_white",
+        height=380,
+    )
+    return fig
+
+
 def group_sections(study: optuna.Study, plotly_on_page: bool = True) -> str:
     """HTML of the sensitivity chart and the fallback path, or "" when the study holds
     neither; the first chart carries plotly's JavaScript unless the page has it."""
     from search.sensitivity import stored
-    from search.strategies.fallback import fallback_path
+    from search.strategies.fallback import fallback_path, speed_costs
 
     parts = []
     data = stored(study)
@@ -95,6 +118,18 @@ def group_sections(study: optuna.Study, plotly_on_page: bool = True) -> str:
             )
         )
     path = fallback_path(study)
+    costs = speed_costs(path)
+    if costs:
+        order = [r["group"] for r in (data or {}).get("rows", [])]
+        plotly_on_page = plotly_on_page or bool(parts)
+        parts.append(
+            "<h2>Speed cost per group</h2><p class='note'>How much faster the config was with "
+            "the group quantized than with it fp32, all else equal; groups the fallback path "
+            "never moved alone were not measured.</p>"
+            + _speed_cost_figure(costs, order).to_html(
+                full_html=False, div_id="speed-cost", include_plotlyjs=not plotly_on_page
+            )
+        )
     if path:
         plotly_on_page = plotly_on_page or bool(parts)
         parts.append(

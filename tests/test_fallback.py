@@ -10,11 +10,12 @@ import pytest
 from search.errors import QsearchError
 from search.objective import TrialResult
 from search.ranking import within_drop
+from search.report_groups import group_sections
 from search.runner import run_search
 from search.space import SearchSpace
 from search.strategies import make_strategy
 from search.strategies.base import records
-from search.strategies.fallback import FallbackStrategy, fallback_path
+from search.strategies.fallback import FallbackStrategy, fallback_path, speed_costs
 from search.structure import Structure
 
 FP32 = 0.80
@@ -151,3 +152,39 @@ def test_the_walk_needs_the_base_configs_sensitivity():
     study.set_user_attr("sensitivity", {"base_key": "another", "rows": []})
     with pytest.raises(QsearchError, match="sensitivity"):
         strategy.propose(study, space)
+
+
+def test_the_speed_cost_of_each_group_is_read_off_two_timed_steps_that_differ_by_it():
+    cost = {GROUPS[0]: 0.03, GROUPS[1]: 0.02, GROUPS[2]: 0.015}
+    slow = {GROUPS[0]: 0.1, GROUPS[1]: 0.5, GROUPS[2]: 0.05, GROUPS[3]: 0.0, GROUPS[4]: 0.0}
+    landscape = GroupLandscape(cost, slow, relief={GROUPS[1]: (GROUPS[0],)})
+    strategy, space, study = setup(landscape)
+    run_search(study, space, strategy, landscape, trials=100)
+    costs = speed_costs(fallback_path(study))
+    assert set(costs) >= set(GROUPS[:3])  # every reverted group was moved alone once
+    by_number = {r.number: r for r in records(study)}
+    for group, measured in costs.items():
+        quantized, fp32 = (by_number[n] for n in measured["trials"])
+        q_groups = set(quantized.attrs["config"].get("fp32_groups", []))
+        f_groups = set(fp32.attrs["config"].get("fp32_groups", []))
+        assert f_groups - q_groups == {group} and q_groups <= f_groups
+        assert measured["cost"] == pytest.approx(
+            landscape.values(q_groups)[1] / landscape.values(f_groups)[1]
+        )
+    assert costs[GROUPS[1]]["cost"] > costs[GROUPS[0]]["cost"] > 1  # ffn_down: 0.5 slower
+    page = group_sections(study)
+    assert "speed-cost" in page and "fallback-path" in page and "sensitivity" in page
+    assert page.count("plotly.js v") <= 1  # plotly's code at most once
+
+
+def test_a_path_that_never_moved_a_group_alone_measures_no_speed_cost():
+    path = [
+        {"trial": 0, "phase": "revert", "groups": [], "accuracy": 0.7, "speedup": 3.0},
+        {"trial": 1, "phase": "revert", "groups": ["a", "b"], "accuracy": 0.8, "speedup": 2.5},
+    ]
+    assert speed_costs(path) == {}
+    path.append({"trial": 2, "phase": "trim", "groups": ["a"], "accuracy": 0.8, "speedup": 2.75})
+    assert speed_costs(path) == {  # any two steps that differ by one group, not only neighbours
+        "a": {"cost": 3.0 / 2.75, "trials": (0, 2)},
+        "b": {"cost": 2.75 / 2.5, "trials": (2, 1)},
+    }
