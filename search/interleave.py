@@ -52,6 +52,11 @@ class _Timed:
         self.block_seconds: list[float] = []
         self.samples = 0
         self.error: str | None = None
+        self.skipped = False  # an optional candidate the budget could not hold
+
+    @property
+    def active(self) -> bool:
+        return self.error is None and not self.skipped
 
     def pair(self, baseline, batch: Batch, clock) -> float:
         """One ABBA pair on `batch` (orientation by this candidate's own pair count)."""
@@ -77,26 +82,36 @@ def interleaved_speedups(
     baseline_warm: bool = False,
     race_below: Sequence[float | None] | None = None,
     first_batch: Sequence[int] | None = None,
-) -> list[Speedup | str]:
+    optional: Sequence[bool] | None = None,
+    baseline_seconds: float | None = None,
+) -> list[Speedup | str | None]:
     """Each candidate's speedup over `baseline` from one run bounded by `settings.seconds`
     (for all of them together), the candidates taking turns a block at a time. A candidate
     whose run raises answers the error's message and leaves the turns; the others go on.
     `race_below` gives candidates a frontier speed (None: no bar): the run stops ("raced",
     once each has two blocks) when every candidate with a bar has an upper bound below it,
     as `paired_speedup` does for one. `first_batch` gives each candidate the index of the
-    batch its first pair runs (default 0: every candidate the same batches)."""
+    batch its first pair runs (default 0: every candidate the same batches). An `optional`
+    candidate answers None, untimed, when after the others' warm-up the budget cannot hold
+    two one-pair blocks of every candidate (estimated from the warm-up runs, the optional
+    ones and a warm baseline at `baseline_seconds` or the slowest run seen): on a model whose
+    pair takes seconds, the measurement that must be made keeps the budget."""
     probe = probe or LoadProbe()
     started = clock()
     timed = [
         _Timed(c, start)
         for c, start in zip(candidates, first_batch or [0] * len(candidates), strict=True)
     ]
-    for i in range(settings.warmup_runs):
-        batch = batches[i % len(batches)]
-        if not baseline_warm:
-            baseline.run(None, batch.inputs)
-        for t in timed:
-            _guarded(t, lambda t=t, batch=batch: t.session.run(None, batch.inputs))
+    optional = list(optional or [False] * len(timed))
+    runs: dict[int, float] = {}  # one warm-up run's seconds: -1 the baseline, k a candidate
+    _warm_up(baseline, timed, batches, settings, clock, runs, baseline_warm, optional, False)
+    if any(optional) and runs:
+        base = runs.get(-1) or baseline_seconds or max(runs.values())
+        need = sum(2 * (base + runs.get(k, base)) for k, t in enumerate(timed) if t.active)
+        if clock() - started + need > settings.seconds:
+            for k, t in enumerate(timed):
+                t.skipped = t.skipped or optional[k]
+    _warm_up(baseline, timed, batches, settings, clock, runs, True, optional, True)
     warmup = clock() - started
     most = settings.block_pairs * (8 if settings.objective == "latency" else 1)
     per_block = most  # resized from the first pair's time, for all candidates' turns
@@ -104,35 +119,36 @@ def interleaved_speedups(
     first = True
     timing_started = clock()
     stopped: str | None = None
-    while stopped is None and any(t.error is None for t in timed):
+    while stopped is None and any(t.active for t in timed):
         for t in timed:
-            if t.error is not None:
+            if not t.active:
                 continue
-            if all(len(x.logs) >= 2 for x in timed if x.error is None):
+            if all(len(x.logs) >= 2 for x in timed if x.active):
                 stopped = _stop(timed, bars, settings, clock() - started, t)
                 if stopped:
                     break
             begun = clock()
             probe.start()
             in_block = 0
-            while in_block < per_block and t.error is None:
+            while in_block < per_block and t.active:
                 batch = batches[(t.first_batch + len(t.base_t)) % len(batches)]
                 seconds = _guarded(t, lambda t=t, batch=batch: t.pair(baseline, batch, clock))
                 in_block += 1
                 if first and seconds is not None:  # as if every candidate's pair cost this
                     first = False
                     left = settings.seconds - warmup
-                    per_block = block_size(settings, most, seconds * len(timed), left)
+                    count = sum(x.active for x in timed)
+                    per_block = block_size(settings, most, seconds * count, left)
             load = probe.stop()
-            if t.error is None:
+            if t.active:
                 t.loads.append(load)
                 t.logs.append(block_statistic(t.base_t[-in_block:], t.cand_t[-in_block:], settings))
                 t.block_seconds.append(clock() - begun)
     stopped = stopped or "budget"
     seconds = clock() - timing_started
-    out: list[Speedup | str] = []
+    out: list[Speedup | str | None] = []
     for k, t in enumerate(timed):
-        if t.error is not None:
+        if t.error is not None or t.skipped:
             out.append(t.error)
             continue
         out.append(
@@ -158,7 +174,7 @@ def _stop(
 ) -> str | None:
     """Before `nxt`'s next block: "raced", "budget" (that block, at its mean time so far,
     would end past the budget), "target" (every candidate's interval tight), or None."""
-    active = [k for k, t in enumerate(timed) if t.error is None]
+    active = [k for k, t in enumerate(timed) if t.active]
     racing = [k for k in bars if k in active]
     if racing and all(_upper(timed[k], settings) < bars[k] for k in racing):
         return "raced"
@@ -167,6 +183,24 @@ def _stop(
     if all(_tight(timed[k], settings) for k in active):
         return "target"
     return None
+
+
+def _warm_up(
+    baseline, timed, batches, settings, clock, runs, baseline_warm, optional, which: bool
+) -> None:
+    """The untimed runs before timing, of the baseline (unless warm) and of the candidates
+    whose `optional` is `which`, each run's seconds kept in `runs` for the budget's estimate."""
+    for i in range(settings.warmup_runs):
+        batch = batches[i % len(batches)]
+        if not baseline_warm:
+            begun = clock()
+            baseline.run(None, batch.inputs)
+            runs[-1] = clock() - begun
+        for k, t in enumerate(timed):
+            if optional[k] == which and t.active:
+                begun = clock()
+                _guarded(t, lambda t=t, batch=batch: t.session.run(None, batch.inputs))
+                runs[k] = clock() - begun
 
 
 def _guarded(t: _Timed, run: Callable[[], float | None]) -> float | None:

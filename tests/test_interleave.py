@@ -213,3 +213,39 @@ def test_each_candidate_starts_at_its_own_batch_and_goes_on_through_them():
     )
     assert seen_a == [(3 + i) % 8 for i in range(speeds[0].pairs)]
     assert seen_b == [(6 + i) % 8 for i in range(speeds[1].pairs)]
+
+
+def test_an_optional_candidate_the_budget_cannot_hold_is_left_untimed():
+    """fp32 2.5 s a batch (a BERT-base-size model on a slow CPU): after the warm-up, two
+    blocks of (fp32, fp32 under new options) and two of (fp32, candidate) need ~17 s of a
+    12 s budget, so the optional gain is dropped and the candidate keeps the budget."""
+    settings = TimingSettings(seconds=12, target=1e-6)
+    clock = FakeClock()
+    base = FakeSession(clock, 2.5, 0.02, seed=1)
+    options = FakeSession(clock, 2.5, 0.02, seed=2, name="options", log=(log := []))
+    cand = FakeSession(clock, 0.9, 0.02, seed=3)
+    gain, speed = interleaved_speedups(
+        base,
+        [options, cand],
+        BATCHES,
+        settings,
+        clock=clock,
+        probe=FakeProbe(()),
+        optional=(True, False),
+    )
+    assert gain is None and log == []  # not even warmed up
+    assert speed.blocks >= 2 and speed.low <= 2.5 / 0.9 <= speed.high
+    assert clock.now <= 12 + (2.5 + 0.9) * 1.1  # at most one block over
+    # The same on a small model: both fit, both are timed.
+    clock = FakeClock()
+    base, cands = models(clock)
+    gain, speed = interleaved_speedups(
+        base,
+        cands[:2],
+        BATCHES,
+        settings,
+        clock=clock,
+        probe=FakeProbe(()),
+        optional=(True, False),
+    )
+    assert gain.blocks >= 2 and speed.blocks >= 2

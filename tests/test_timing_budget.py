@@ -82,3 +82,19 @@ def test_confirmation_rounds_go_on_through_the_timing_batches(tiny_task):
         assert evaluator._round_batch == {}  # the next pass starts afresh
     finally:
         evaluator.close()
+
+
+def test_a_gain_the_budget_cannot_hold_is_left_unmeasured_and_not_tried_again(tiny_task, measured):
+    # a budget shorter than two pairs on any CPU: only the candidate's measurement is made
+    timing = TimingSettings(seconds=1e-4, warmup_runs=1, block_pairs=1, min_blocks=2)
+    evaluator = Evaluator(tiny_task, timing)
+    try:
+        options = QuantConfig(operators=("MatMul",), disabled_fusions=("SkipLayerNormFusion",))
+        first = evaluator.evaluate(options)
+        assert measured.models == [2] and first.attrs["fp32_options_speedup"] is None
+        assert first.attrs["timing"]["blocks"] >= 2 and first.speedup > 0
+        measured.models.clear()
+        again = evaluator.evaluate(options.replace(per_channel=True))
+        assert measured.models == [1] and again.attrs["fp32_options_speedup"] is None
+    finally:
+        evaluator.close()
