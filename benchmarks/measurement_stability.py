@@ -4,7 +4,7 @@ Measures the same (fp32, int8) pair of the default task R times, three ways side
 one run, each repeat with fresh sessions:
 
 - naive: the seed's way: time fp32 alone for S seconds, then int8 alone, ratio of throughputs;
-- paired: qsearch's paired, interleaved, block measurement (`search.measure.paired_speedup`);
+- paired: qsearch's paired, interleaved, block measurement (`search.interleave.paired_speedup`);
 - paired+load: the same while this script keeps one core busy with a synthetic load.
 
 Prints a table (median speedup, CV across repeats, share of intervals covering the median of
@@ -28,7 +28,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from search.config import QuantConfig, make_session_options  # noqa: E402
-from search.measure import TimingSettings, make_session, paired_speedup  # noqa: E402
+from search.interleave import paired_speedup  # noqa: E402
+from search.measure import TimingSettings, make_session  # noqa: E402
 from search.quantize import quantize, quiet_libraries  # noqa: E402
 from search.worker import describe_worker, worker_info  # noqa: E402
 

@@ -26,7 +26,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from search.config import QuantConfig, make_session_options, optimum_dynamic_presets  # noqa: E402
-from search.measure import TimingSettings, make_session, paired_speedup  # noqa: E402
+from search.interleave import paired_speedup  # noqa: E402
+from search.measure import TimingSettings, make_session  # noqa: E402
 from search.quantize import quantize, quiet_libraries  # noqa: E402
 from search.stats import block_estimate  # noqa: E402
 from search.worker import describe_worker, worker_info  # noqa: E402

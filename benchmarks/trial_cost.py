@@ -36,7 +36,8 @@ from search.config import QuantConfig, make_session_options  # noqa: E402
 from search.context import TrialContext  # noqa: E402
 from search.early import PruneSettings  # noqa: E402
 from search.errors import SameGraph, TrialPruned  # noqa: E402
-from search.measure import TimingSettings, make_session, paired_speedup  # noqa: E402
+from search.interleave import paired_speedup  # noqa: E402
+from search.measure import TimingSettings, make_session  # noqa: E402
 from search.objective import Evaluator  # noqa: E402
 from search.quantize import quantize, quiet_libraries  # noqa: E402
 from search.trial_kind import EVALUATIONS, TrialKind, is_reference, trial_kind  # noqa: E402

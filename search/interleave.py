@@ -8,7 +8,7 @@ turns a block at a time (a few pairs, a fraction of a second): A's block, B's bl
 A's again, ..., each block `paired_speedup`'s own ABBA pairs against fp32 on the same
 batches, so a drift of the seconds hits every candidate alike, while every pair is measured
 exactly as a trial's are (the same cache regime: each model follows itself or fp32), and the
-blocks pool with the trial's. With one candidate it is `paired_speedup`, pair for pair.
+blocks pool with the trial's.
 
 A first design ran fp32 and every candidate once per batch, in an order rotated one place per
 batch: there a candidate always ran after another model, never after itself, so it read
@@ -17,6 +17,8 @@ between candidates (benchmarks/confirmation.py on an AMD EPYC Zen 4: see the REA
 
 Blocks, loads, the budget (warm-up included; checked before every block once each candidate
 has two, so a run ends at most one block past it) and the estimate are `search.measure`'s.
+`paired_speedup`, a trial's own timing, is this run with one candidate: one timing loop
+serves trials, confirmation rounds and `qsearch measure` alike.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class _Timed:
         self.block_seconds: list[float] = []
         self.samples = 0
         self.error: str | None = None
+        self.exception: Exception | None = None  # what `error` says, for `paired_speedup`
         self.skipped = False  # an optional candidate the budget could not hold
 
     @property
@@ -96,6 +99,57 @@ def interleaved_speedups(
     two one-pair blocks of every candidate (estimated from the warm-up runs, the optional
     ones and a warm baseline at `baseline_seconds` or the slowest run seen): on a model whose
     pair takes seconds, the measurement that must be made keeps the budget."""
+    return _timing_run(
+        baseline,
+        candidates,
+        batches,
+        settings,
+        clock,
+        probe,
+        baseline_warm,
+        race_below,
+        first_batch,
+        optional,
+        baseline_seconds,
+    )[1]
+
+
+def paired_speedup(
+    baseline,
+    candidate,
+    batches: Sequence[Batch],
+    settings: TimingSettings,
+    clock: Callable[[], float] = time.perf_counter,
+    probe: LoadProbe | None = None,
+    race_below: float | None = None,
+    baseline_warm: bool = False,
+) -> Speedup:
+    """Speedup of `candidate` over `baseline`: interleaved runs on the same batches. With
+    `race_below`, timing stops ("raced") once the interval's upper bound, floor included, is
+    below it: two non-overlapping 95% intervals, checked after each block from the second
+    on (the config stays off the frontier unless both intervals are wrong together)."""
+    timed, (speed,) = _timing_run(
+        baseline, [candidate], batches, settings, clock, probe, baseline_warm, (race_below,)
+    )
+    if timed[0].exception is not None:  # as the run raised it: one candidate, nothing to go on
+        raise timed[0].exception
+    return speed
+
+
+def _timing_run(
+    baseline,
+    candidates: Sequence,
+    batches: Sequence[Batch],
+    settings: TimingSettings,
+    clock: Callable[[], float] = time.perf_counter,
+    probe: LoadProbe | None = None,
+    baseline_warm: bool = False,
+    race_below: Sequence[float | None] | None = None,
+    first_batch: Sequence[int] | None = None,
+    optional: Sequence[bool] | None = None,
+    baseline_seconds: float | None = None,
+) -> tuple[list[_Timed], list[Speedup | str | None]]:
+    """`interleaved_speedups`, with each candidate's record (its exception, if any)."""
     probe = probe or LoadProbe()
     started = clock()
     timed = [
@@ -166,7 +220,7 @@ def interleaved_speedups(
                 race_below=bars.get(k),
             )
         )
-    return out
+    return timed, out
 
 
 def _stop(
@@ -208,6 +262,7 @@ def _guarded(t: _Timed, run: Callable[[], float | None]) -> float | None:
         return run()
     except Exception as exc:  # noqa: BLE001 - one candidate's failure leaves the others timed
         t.error = f"onnxruntime failed running the model: {exc}".splitlines()[0]
+        t.exception = exc
         return None
 
 

@@ -1,4 +1,5 @@
-"""Speed: paired, interleaved timing of a candidate against the fp32 baseline on one worker.
+"""Speed: paired, interleaved timing of a candidate against the fp32 baseline on one worker
+(settings, results and the pieces of the one timing loop, `search.interleave`).
 
 Both models run on the same real batches, alternating which goes first (ABBA), so slow drifts
 of the machine hit both alike. Pairs are grouped in blocks; the speedup is the geometric mean
@@ -197,91 +198,6 @@ def estimate_blocks(
     return est, loaded
 
 
-def paired_speedup(
-    baseline,
-    candidate,
-    batches: Sequence[Batch],
-    settings: TimingSettings,
-    clock: Callable[[], float] = time.perf_counter,
-    probe: LoadProbe | None = None,
-    race_below: float | None = None,
-    baseline_warm: bool = False,
-) -> Speedup:
-    """Speedup of `candidate` over `baseline`: interleaved runs on the same batches. With
-    `race_below`, timing stops ("raced") once the interval's upper bound, floor included, is
-    below it: two non-overlapping 95% intervals, checked after each block from the second
-    on (the config stays off the frontier unless both intervals are wrong together)."""
-    probe = probe or LoadProbe()
-    started = clock()  # the budget covers the warm-up too
-    for i in range(settings.warmup_runs):
-        batch = batches[i % len(batches)]
-        if not baseline_warm:  # a session timed before in this process needs no warm-up
-            baseline.run(None, batch.inputs)
-        candidate.run(None, batch.inputs)
-    warmup = clock() - started
-    most = settings.block_pairs * (8 if settings.objective == "latency" else 1)
-    per_block = most  # resized from the first pair's time
-    base_t: list[float] = []
-    cand_t: list[float] = []
-    logs: list[float] = []
-    loads: list[float] = []
-    samples = 0
-    timing_started = clock()
-    stopped = "budget"
-    i = 0
-    while True:
-        probe.start()
-        in_block = 0
-        while in_block < per_block:
-            batch = batches[i % len(batches)]
-            if i % 2 == 0:  # ABBA: alternate which model runs first
-                b = timed_run(baseline, batch, clock)
-                c = timed_run(candidate, batch, clock)
-            else:
-                c = timed_run(candidate, batch, clock)
-                b = timed_run(baseline, batch, clock)
-            base_t.append(b)
-            cand_t.append(c)
-            in_block += 1
-            samples += len(batch)
-            i += 1
-            if i == 1:
-                per_block = block_size(settings, most, b + c, settings.seconds - warmup)
-        loads.append(probe.stop())
-        logs.append(block_statistic(base_t[-in_block:], cand_t[-in_block:], settings))
-        if len(logs) < 2:  # an interval needs two blocks
-            continue
-        # Racing may stop from two blocks on: the t-interval is honest (wide) for few blocks.
-        if race_below is not None and estimate_blocks(logs, loads, settings)[0].high < race_below:
-            stopped = "raced"
-            break
-        # Not one block more than the budget holds: stop when the next block, at the mean
-        # block time so far, would end past it (blocks differ: batches differ in length).
-        elapsed = clock() - started
-        if elapsed + (clock() - timing_started) / len(logs) > settings.seconds:
-            break
-        if len(logs) < settings.min_blocks:
-            continue
-        est, loaded = estimate_blocks(logs, loads, settings, floor=False)
-        clean_enough = len(logs) - loaded >= settings.min_blocks
-        if est.rel_half_width <= settings.target and clean_enough:
-            stopped = "target"
-            break
-    return timing_result(
-        logs,
-        loads,
-        base_t,
-        cand_t,
-        samples,
-        settings,
-        seconds=clock() - timing_started,
-        stopped=stopped,
-        warmup=warmup,
-        block_size=per_block,
-        race_below=race_below,
-    )
-
-
 def timing_result(
     logs: Sequence[float],
     loads: Sequence[float],
@@ -297,8 +213,7 @@ def timing_result(
     race_below: float | None = None,
 ) -> Speedup:
     """One candidate's `Speedup` from its blocks' log ratios, their loads and every pair's
-    times: the one place a timing run becomes an estimate (`paired_speedup`, and
-    `search.interleave` for several candidates at once)."""
+    times: the one place a timing run becomes an estimate (`search.interleave`)."""
     est, loaded = estimate_blocks(logs, loads, settings)
     base = np.asarray(base_t)
     cand = np.asarray(cand_t)

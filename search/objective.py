@@ -29,12 +29,11 @@ from search.config import QuantConfig, make_session_options
 from search.context import TrialContext
 from search.early import PruneSettings, look_evidence, per_example_hits, race_bar
 from search.errors import QsearchError, SameGraph, TaskError, TrialError, TrialPruned
-from search.interleave import interleaved_speedups
+from search.interleave import interleaved_speedups, paired_speedup
 from search.measure import (
     Speedup,
     TimingSettings,
     make_session,
-    paired_speedup,
     steady_allocator,
 )
 from search.metrics import LABEL_METRICS

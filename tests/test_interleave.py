@@ -5,8 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from search.interleave import interleaved_speedups
-from search.measure import TimingSettings, paired_speedup
+from search.interleave import interleaved_speedups, paired_speedup
+from search.measure import TimingSettings
 from search.tasks.base import Batch
 from tests.fake_timing import FakeClock, FakeProbe, FakeSession
 
@@ -93,22 +93,6 @@ def test_the_budget_holds_for_the_whole_run_warm_up_included():
     assert all(s.stopped == "budget" and s.blocks >= 4 for s in speeds)
 
 
-def test_one_candidate_is_timed_exactly_as_paired_timing_does():
-    settings = TimingSettings(seconds=5.0, target=0.01, floor=0.05)
-    results = []
-    for run in ("interleaved", "paired"):
-        clock = FakeClock()
-        base, cands = models(clock, jitter=0.05)
-        if run == "interleaved":
-            s = interleaved_speedups(
-                base, cands[:1], BATCHES, settings, clock=clock, probe=FakeProbe(())
-            )[0]
-        else:
-            s = paired_speedup(base, cands[0], BATCHES, settings, clock=clock, probe=FakeProbe(()))
-        results.append((s.ratio, s.low, s.high, s.pairs, s.blocks, s.stopped))
-    assert results[0] == pytest.approx(results[1])
-
-
 class Broken:
     def __init__(self, after: int):
         self.after = after
@@ -117,6 +101,19 @@ class Broken:
         self.after -= 1
         if self.after < 0:
             raise RuntimeError("[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : bad shape\ndetail")
+
+
+def test_a_trial_timing_whose_candidate_fails_raises_what_onnxruntime_raised():
+    clock = FakeClock()
+    with pytest.raises(RuntimeError, match="bad shape"):
+        paired_speedup(
+            FakeSession(clock, 0.2),
+            Broken(after=4),
+            BATCHES,
+            TimingSettings(seconds=6.0),
+            clock=clock,
+            probe=FakeProbe(()),
+        )
 
 
 def test_a_candidate_that_fails_answers_its_reason_and_the_others_are_still_timed():

@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from search.measure import TimingSettings, paired_speedup
+from search.interleave import paired_speedup
+from search.measure import TimingSettings
 from search.stats import (
     block_estimate,
     mcnemar_exact,

@@ -10,8 +10,8 @@ import pytest
 
 import search.objective as objective
 from search.config import QuantConfig
-from search.interleave import interleaved_speedups
-from search.measure import TimingSettings, paired_speedup
+from search.interleave import interleaved_speedups, paired_speedup
+from search.measure import TimingSettings
 from search.objective import Evaluator
 
 
