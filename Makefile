@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: install run prepare test postgres lint format report dashboard bench-stability \
 	bench-table bench-efficiency bench-cost bench-scopes bench-confirm bench-size bench-process \
-	bench-ttf clean
+	bench-ttf bench-static clean
 
 install: $(VENV)/.installed
 
@@ -93,6 +93,14 @@ bench-size: install
 # each a real `qsearch run` into benchmarks/tables/.
 bench-ttf: install
 	$(BIN)/python benchmarks/time_to_frontier.py --runs beam-before,beam-per-type,beam,tpe
+
+# ~25 minutes: a static beam and the accuracy-driven fallback on a static space, then each
+# one's fastest static configs within 1 point re-timed side by side in the same rounds.
+bench-static: install
+	$(BIN)/qsearch run --space static --beam 4 --study static-beam4
+	$(BIN)/qsearch run --space static-fallback --fallback --study static-fallback
+	$(BIN)/python benchmarks/side_by_side.py --study static-beam4 --study static-fallback \
+		--mode static --top 3 --rounds 6 --seconds 10
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
