@@ -6,7 +6,10 @@ time since the search's first trial started (each trial's own speedup: what the 
 then); the time and trial at which the search first held its final best config *within its
 interval* (a trial within --max-drop whose own speedup reaches the final best's pooled
 lower bound); and convergence: the trial and time after which the hypervolume never grew by
-more than 0.5% again, against the whole run's trials and time.
+more than 0.5% again, against the whole run's trials and time; and when it first held every
+config of its final frontier within its interval (a trial at no lower accuracy reading at
+least the config's pooled lower bound): a late trial that reads a few percent
+higher by chance grows the hypervolume, but holds nothing new.
 
 Runs (`--runs`): `beam-before` (the beam as it was before seed recipes: `--no-seeds` on the
 per-operator-type space), `beam-per-type` (the beam as shipped on that same space: the
@@ -34,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.search_efficiency import hypervolume  # noqa: E402
 from search.ranking import within_drop  # noqa: E402
-from search.results import best_row  # noqa: E402
+from search.results import best_row, pareto_rows  # noqa: E402
 from search.trial_kind import is_measured  # noqa: E402
 from search.worker import describe_worker, worker_info  # noqa: E402
 
@@ -93,6 +96,7 @@ def timeline(study: optuna.Study, max_drop: float, ref_drop: float = 0.05) -> di
             }
             break
     ends = [t.datetime_complete for t in trials if t.datetime_complete is not None]
+    frontier = held_frontier(study, done, t0, fp32 - ref_drop)
     return {
         "study": study.study_name,
         "measured_trials": len(done),
@@ -110,9 +114,37 @@ def timeline(study: optuna.Study, max_drop: float, ref_drop: float = 0.05) -> di
         },
         "held_final_best": held,
         "converged": converged,
+        "held_frontier": frontier,
         "final_hypervolume": final,
         "curve": curve,
     }
+
+
+def held_frontier(study: optuna.Study, done: list, t0, floor: float) -> dict | None:
+    """When the search first held every config of its final frontier (pooled speedups,
+    `search.results.pareto_rows`, accuracy at least `floor`: the hypervolume's region)
+    within its interval, as `held_final_best` for the best alone: for each, a trial so far at
+    no lower accuracy whose own speedup reaches the config's pooled lower bound. Unlike
+    hypervolume growth, a late trial that only reads a few percent higher by chance does not
+    move it."""
+    front = pareto_rows(study)
+    front = front[front["accuracy"] >= floor]
+    if front.empty:
+        return None
+    targets = [(r.trial, r.accuracy, r.speedup_low) for r in front.itertuples()]
+    held: set[int] = set()
+    for i, t in enumerate(done):
+        for target, accuracy, low in targets:
+            if t.values[0] >= accuracy and t.values[1] >= low:
+                held.add(target)
+        if len(held) == len(targets):
+            return {
+                "trial": t.number,
+                "seconds": round((t.datetime_complete - t0).total_seconds(), 1),
+                "measured_trials": i + 1,
+                "configs": len(targets),
+            }
+    return None
 
 
 def run_search(
@@ -196,6 +228,15 @@ def _bert_base_args(directory: Path) -> list[str]:
     return ["--model", str(folder), "--data", str(csv), "--metric", "agreement"]
 
 
+def _held(frontier: dict | None) -> str:
+    if not frontier:
+        return "-"
+    return (
+        f"{frontier['measured_trials']} trials, {frontier['seconds']} s "
+        f"({frontier['configs']} configs)"
+    )
+
+
 def print_table(results: list[dict], worker: dict) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -210,6 +251,7 @@ def print_table(results: list[dict], worker: dict) -> None:
         "final best",
         "held it after",
         "converged after",
+        "held its frontier after",
     ):
         table.add_column(column)
     for r in results:
@@ -225,6 +267,7 @@ def print_table(results: list[dict], worker: dict) -> None:
             else "-",
             f"{held['seconds']} s (trial {held['trial']})" if held else "-",
             f"{conv['measured_trials']} trials, {conv['seconds']} s" if conv else "-",
+            _held(r.get("held_frontier")),
         )
     Console(width=220).print(table)
 

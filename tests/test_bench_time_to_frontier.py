@@ -28,6 +28,13 @@ def test_a_run_is_timed_from_its_own_study_and_resumes(
     if run["final_best"] is not None:  # the trial that first held it exists and is in the curve
         assert run["held_final_best"]["trial"] in [p["trial"] for p in run["curve"]]
     assert run["converged"]["measured_trials"] <= run["measured_trials"]
+    frontier = run["held_frontier"]  # the whole final frontier: no sooner than its best
+    if frontier is not None:
+        assert frontier["measured_trials"] <= run["measured_trials"] and frontier["configs"] >= 1
+        if run["held_final_best"] is not None:
+            trials = [p["trial"] for p in run["curve"]]
+            held_best = trials.index(run["held_final_best"]["trial"]) + 1
+            assert held_best <= frontier["measured_trials"]
 
     assert ttf.main(argv) == 0  # the same command again: the study is resumed, not re-run
     again = json.loads(capsys.readouterr().out.splitlines()[-1])["runs"][0]

@@ -5,6 +5,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+import pytest
+
 from search.measure import TimingSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,3 +130,37 @@ def test_confirmation_compares_sequential_slots_and_interleaved_rounds_on_the_sa
     bench.print_result(result)
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(line) >= {"sequential", "slots", "round_robin", "configs"} and "runs" not in line
+
+
+def test_timing_noise_reads_sessions_pairs_and_estimators(tiny_task):
+    bench = load("timing_noise")
+    timing = TimingSettings(seconds=0.2, block_pairs=1, min_blocks=2, warmup_runs=1)
+    r = bench.run_benchmark(tiny_task, sessions=3, runs=2, seconds=0.1, cycles=4, chunk=2,
+                            timing=timing)  # fmt: skip
+    assert len(r["sessions"]["speedups"]) == 2 and len(r["sessions"]["speedups"][0]) == 3
+    assert r["sessions"]["sd_session_percent"] >= 0 and r["sessions"]["sd_run_percent"] >= 0
+    batches = len(tiny_task.timing_batches)
+    assert r["pairs"] == 4 * batches and len(r["per_batch_speedup"]) == batches
+    assert r["chunks"] == 2 and r["chunk_pairs"] == 2 * batches
+    assert set(r["estimators"]) == set(bench.ESTIMATORS)
+
+
+def test_timing_noise_statistics_on_known_pairs():
+    """Candidate exactly twice as fast, times of a pair off by a known factor per pair:
+    every estimator reads 2x, and the pair SD is the factors' own once per-batch means go."""
+    import numpy as np
+
+    bench = load("timing_noise")
+    rng = np.random.default_rng(0)
+    base = rng.uniform(0.4, 0.5, size=(8, 4)) * np.array([1.0, 1.2, 0.8, 1.1])
+    c, i = np.indices((8, 4))
+    wobble = np.where((c + i) % 2 == 0, 1.05, 1 / 1.05)  # +-5%, a checkerboard
+    cand = base / 2 * wobble
+    r = bench.pair_noise(base, cand, chunk=2)
+    for e in r["estimators"].values():
+        assert e["speedup"] == pytest.approx(2.0, rel=0.06)
+    assert r["estimators"]["mean of log ratios"]["speedup"] == pytest.approx(2.0, rel=1e-9)
+    assert r["estimators"]["mean of log ratios"]["sd_percent"] == pytest.approx(0.0, abs=1e-9)
+    expected = 100 * np.std(np.log(wobble) - np.log(wobble).mean(axis=0), ddof=1)
+    assert r["pair_sd_percent"] == pytest.approx(expected)
+    assert r["pairs"] == 32 and r["chunks"] == 4
