@@ -132,6 +132,20 @@ def test_confirmation_compares_sequential_slots_and_interleaved_rounds_on_the_sa
     assert set(line) >= {"sequential", "slots", "round_robin", "configs"} and "runs" not in line
 
 
+def test_confirmation_runs_only_the_methods_asked_for(tiny_task, capsys):
+    bench = load("confirmation")
+    timing = TimingSettings(seconds=0.2, min_blocks=2, block_pairs=1)
+    methods = ("round_robin", "sequential")
+    result = bench.run_benchmark(
+        tiny_task, 2, 0.2, 2, progress=lambda _: None, timing=timing, methods=methods
+    )
+    assert result["methods"] == list(methods) and "slots" not in result
+    assert all(len(result["runs"][m]) == 2 for m in methods) and set(result["runs"]) == set(methods)
+    bench.print_result(result)
+    out = capsys.readouterr().out
+    assert "slots" not in out and "round_robin:" in out and "sequential:" in out
+
+
 def test_timing_noise_reads_sessions_pairs_and_estimators(tiny_task):
     bench = load("timing_noise")
     timing = TimingSettings(seconds=0.2, block_pairs=1, min_blocks=2, warmup_runs=1)
