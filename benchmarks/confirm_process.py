@@ -40,6 +40,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from search.config import QuantConfig  # noqa: E402
+from search.confirm import confirmation_round  # noqa: E402
 from search.errors import TrialError, TrialOutcome  # noqa: E402
 from search.measure import Speedup, TimingSettings  # noqa: E402
 from search.quantize import quiet_libraries  # noqa: E402
@@ -114,12 +115,8 @@ def _row(speed: Speedup | str, name: str) -> dict:
 
 def timed_round(evaluator, names: list[str], configs: list[QuantConfig], r: int, seconds: float):
     """One round in `evaluator`, starting at config r (mod n): each config's figures."""
-    order = [(r + i) % len(configs) for i in range(len(configs))]
-    speeds = evaluator.retime_round([configs[i] for i in order], seconds=seconds)
-    out: dict[str, dict] = {}
-    for i, speed in zip(order, speeds, strict=True):
-        out[names[i]] = _row(speed, names[i])
-    return {n: out[n] for n in names}
+    speeds = confirmation_round(evaluator, configs, r, seconds)
+    return {n: _row(speed, n) for n, speed in zip(names, speeds, strict=True)}
 
 
 def child_state(evaluator) -> dict:

@@ -36,6 +36,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from search.config import QuantConfig  # noqa: E402
+from search.confirm import confirmation_round  # noqa: E402
 from search.measure import TimingSettings  # noqa: E402
 from search.pooled import block, pool  # noqa: E402
 from search.quantize import quiet_libraries  # noqa: E402
@@ -79,10 +80,10 @@ def round_robin(
             order = [(r + i) % len(configs) for i in range(len(configs))]
             slot = seconds / rounds
             if slots:
-                speeds = [evaluator.retime_round([configs[i]], seconds=slot)[0] for i in order]
+                speeds = {i: evaluator.retime_round([configs[i]], seconds=slot)[0] for i in order}
             else:
-                speeds = evaluator.retime_round([configs[i] for i in order], seconds=slot)
-            for i, s in zip(order, speeds, strict=True):
+                speeds = dict(enumerate(confirmation_round(evaluator, configs, r, slot)))
+            for i, s in speeds.items():
                 if isinstance(s, str):
                     raise RuntimeError(f"{configs[i].describe()} failed: {s}")
                 blocks[i].append(block(s, "round"))

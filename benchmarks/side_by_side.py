@@ -6,11 +6,12 @@ machine's drift between those minutes can be as large as the difference between 
 answers. Here the fastest configs within `--max-drop` of fp32 of every study (by the study's
 own pooled speedup, `search.results.trial_rows`; `--mode` keeps one quantization mode, `--top`
 how many per study) are re-timed together in `--rounds` confirmation rounds
-(`Evaluator.retime_round`: every config against fp32 in one interleaved run, taking turns a
-block at a time), each config's rounds pooled (`search.pooled.pool`), and each config compared
-with the first study's best by the ratio measured in the same rounds
-(`search.pooled.same_round_interval`: the drift cancels there). Accuracy is each trial's own
-(scoring is deterministic). The studies are only read. Prints a table and one JSON line.
+(`search.confirm.confirmation_round`, the search's own: every config against fp32 in one
+interleaved run, taking turns a block at a time), each config's rounds pooled
+(`search.pooled.pool`), and each config compared with the first study's best by the ratio
+measured in the same rounds (`search.pooled.same_round_interval`: the drift cancels there).
+Accuracy is each trial's own (scoring is deterministic). The studies are only read. Prints a
+table and one JSON line.
 
     .venv/bin/python benchmarks/side_by_side.py --study zen4-static-beam4 \\
         --study zen4-static-fallback --mode static --top 2 --rounds 6 --seconds 10
@@ -27,6 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from search.config import QuantConfig  # noqa: E402
+from search.confirm import confirmation_round  # noqa: E402
 from search.errors import QsearchError  # noqa: E402
 from search.measure import TimingSettings  # noqa: E402
 from search.pooled import block, pool, same_round_interval  # noqa: E402
@@ -78,10 +80,9 @@ def time_side_by_side(evaluator, configs: list[QuantConfig], rounds: int, second
     errors: dict[int, str] = {}
     try:
         for r in range(rounds):
-            order = [(r + i) % len(configs) for i in range(len(configs))]
-            speeds = evaluator.retime_round([configs[i] for i in order], seconds=seconds)
+            speeds = confirmation_round(evaluator, configs, r, seconds)
             row: list[float | None] = [None] * len(configs)
-            for i, s in zip(order, speeds, strict=True):
+            for i, s in enumerate(speeds):
                 if isinstance(s, str):
                     errors[i] = s
                     continue

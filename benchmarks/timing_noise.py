@@ -39,7 +39,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from search.config import QuantConfig  # noqa: E402
-from search.interleave import interleaved_speedups  # noqa: E402
+from search.interleave import _Timed, interleaved_speedups  # noqa: E402
 from search.measure import TimingSettings, timed_run  # noqa: E402
 from search.quantize import quiet_libraries  # noqa: E402
 from search.worker import describe_worker, worker_info  # noqa: E402
@@ -82,24 +82,20 @@ def session_offsets(evaluator, path: Path, sessions: int, runs: int, seconds: fl
 
 
 def pairs(evaluator, session, cycles: int) -> tuple[np.ndarray, np.ndarray]:
-    """`cycles` passes over the timing batches, one ABBA pair per batch: fp32's and the
-    candidate's times, cycles x batches."""
+    """`cycles` passes over the timing batches, one pair per batch, each the timing loop's
+    own ABBA pair (`search.interleave`): fp32's and the candidate's times, cycles x
+    batches."""
     batches = evaluator.timing_batches
     clock = time.perf_counter
     for batch in batches:  # warm both
         timed_run(evaluator.baseline, batch, clock)
         timed_run(session, batch, clock)
-    base = np.zeros((cycles, len(batches)))
-    cand = np.zeros_like(base)
-    for c in range(cycles):
-        for i, batch in enumerate(batches):
-            if (c * len(batches) + i) % 2 == 0:
-                base[c, i] = timed_run(evaluator.baseline, batch, clock)
-                cand[c, i] = timed_run(session, batch, clock)
-            else:
-                cand[c, i] = timed_run(session, batch, clock)
-                base[c, i] = timed_run(evaluator.baseline, batch, clock)
-    return base, cand
+    timed = _Timed(session)
+    for _ in range(cycles):
+        for batch in batches:
+            timed.pair(evaluator.baseline, batch, clock)
+    shape = (cycles, len(batches))
+    return np.reshape(timed.base_t, shape), np.reshape(timed.cand_t, shape)
 
 
 def _trimmed(x: np.ndarray, share: float = 0.2) -> float:

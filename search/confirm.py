@@ -135,6 +135,24 @@ def pass_slot(seconds: float | None, candidates: int, rounds: int) -> float:
     return per_config * min(candidates, MAX_PASS_CONFIGS) / (candidates * rounds)
 
 
+def confirmation_round(
+    evaluator: Evaluator, configs: list[QuantConfig], r: int, seconds: float | None
+) -> list:
+    """Round `r` of a round-robin confirmation: every config timed in one run
+    (`retime_round`), the order rotated `r` places so no config always goes first; each
+    config's `Speedup` or error message, in `configs`' order. A run that raises (the child
+    died or overran) answers its message for every config: that round times nothing."""
+    order = [(r + i) % len(configs) for i in range(len(configs))]
+    try:
+        results = evaluator.retime_round([configs[i] for i in order], seconds=seconds)
+    except TrialError as exc:
+        results = [str(exc)] * len(order)
+    out: list = [None] * len(configs)
+    for i, speed in zip(order, results, strict=True):
+        out[i] = speed
+    return out
+
+
 def _run_pass(
     study: optuna.Study,
     evaluator: Evaluator,
@@ -153,14 +171,9 @@ def _run_pass(
         for r in range(rounds):
             if on_round:
                 on_round(f"confirming {len(candidates)} configs, round {r + 1}/{rounds}")
-            order = [(r + i) % len(candidates) for i in range(len(candidates))]
-            try:
-                results = evaluator.retime_round([configs[i] for i in order], seconds=slot)
-            except TrialError as exc:  # the child died or overran: this round times nothing
-                results = [str(exc)] * len(order)
+            results = confirmation_round(evaluator, configs, r, slot)
             row: list[float | None] = [None] * len(candidates)
-            for i, speed in zip(order, results, strict=True):
-                number = candidates[i]
+            for i, (number, speed) in enumerate(zip(candidates, results, strict=True)):
                 if isinstance(speed, str):
                     errors[number] = speed
                     continue
