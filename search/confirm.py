@@ -136,15 +136,22 @@ def pass_slot(seconds: float | None, candidates: int, rounds: int) -> float:
 
 
 def confirmation_round(
-    evaluator: Evaluator, configs: list[QuantConfig], r: int, seconds: float | None
+    evaluator: Evaluator,
+    configs: list[QuantConfig],
+    r: int,
+    seconds: float | None,
+    fresh_sessions: bool = False,
 ) -> list:
     """Round `r` of a round-robin confirmation: every config timed in one run
     (`retime_round`), the order rotated `r` places so no config always goes first; each
     config's `Speedup` or error message, in `configs`' order. A run that raises (the child
-    died or overran) answers its message for every config: that round times nothing."""
+    died or overran) answers its message for every config: that round times nothing.
+    `fresh_sessions`: new sessions each round (`Retiming.retime_round`)."""
     order = [(r + i) % len(configs) for i in range(len(configs))]
     try:
-        results = evaluator.retime_round([configs[i] for i in order], seconds=seconds)
+        results = evaluator.retime_round(
+            [configs[i] for i in order], seconds=seconds, fresh_sessions=fresh_sessions
+        )
     except TrialError as exc:
         results = [str(exc)] * len(order)
     out: list = [None] * len(configs)

@@ -193,8 +193,8 @@ class IsolatedEvaluator:
     def retime(self, config, seconds: float | None = None):
         return self.call("retime", config, seconds=seconds)
 
-    def retime_round(self, configs, seconds: float | None = None):
-        return self.call("retime_round", configs, seconds=seconds)
+    def retime_round(self, configs, seconds: float | None = None, fresh_sessions: bool = False):
+        return self.call("retime_round", configs, seconds=seconds, fresh_sessions=fresh_sessions)
 
     def end_rounds(self) -> None:
         if self._process is not None and self._process.is_alive():

@@ -81,7 +81,8 @@ class Evaluator(Retiming):
         self._fp32_outputs = None
         self._options_gain: dict[tuple, Speedup | None] = {}
         self._baseline_seconds: float | None = None  # fp32's median batch in the last timing
-        self._rounds: dict[str, tuple[Any, Path]] = {}  # confirmation rounds' open sessions
+        # confirmation rounds' open sessions: (session, its folder, its model file)
+        self._rounds: dict[str, tuple[Any, Path, Path]] = {}
         self._round_batch: dict[str, int] = {}  # and where each one's next pair starts
         self.fp32_size_mb = task.model_path.stat().st_size / 1e6
 

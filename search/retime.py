@@ -33,7 +33,7 @@ class Retiming:
             shutil.rmtree(out, ignore_errors=True)
 
     def retime_round(
-        self, configs: list[QuantConfig], seconds: float | None = None
+        self, configs: list[QuantConfig], seconds: float | None = None, fresh_sessions: bool = False
     ) -> list[Speedup | str]:
         """One round of a round-robin confirmation (`search.confirm`): every config timed
         against fp32 in one run, taking turns a block at a time (`search.interleave`), for `seconds`
@@ -42,14 +42,18 @@ class Retiming:
         the timing batches from where its last round stopped: a round of a few seconds
         times a few batches, and six rounds that each began at the first batch would never
         time the others. A config that fails answers its error's message, and the others
-        are still timed."""
+        are still timed. `fresh_sessions`: each round opens new sessions of the same
+        quantized files, so an offset that a session keeps for its life (where its buffers
+        landed) is drawn again each round and averages out over the rounds, instead of
+        riding on every round of the confirmation (`benchmarks/confirmation.py` measures
+        both)."""
         per_config = self.timing.seconds if seconds is None else seconds
         timing = replace(self.timing, seconds=per_config * max(1, len(configs)))
         out: list[Speedup | str] = []
         sessions: dict[int, object] = {}
         for i, config in enumerate(configs):
             try:
-                sessions[i] = self._round_session(config)
+                sessions[i] = self._round_session(config, fresh_sessions)
                 out.append("")
             except TrialError as exc:
                 out.append(str(exc))
@@ -70,21 +74,26 @@ class Retiming:
                     self._round_batch[key] += speed.pairs
         return out
 
-    def _round_session(self, config: QuantConfig):
+    def _round_session(self, config: QuantConfig, fresh: bool = False):
         if config.key not in self._rounds:
             out = Path(tempfile.mkdtemp(prefix="round-", dir=self.workdir))
             try:
-                session = self._open(config, self._quantize(config, out, {}))
+                path = self._quantize(config, out, {})
+                session = self._open(config, path)
             except TrialError:
                 shutil.rmtree(out, ignore_errors=True)
                 raise
-            self._rounds[config.key] = (session, out)
+            self._rounds[config.key] = (session, out, path)
             self._round_batch[config.key] = 0
+        elif fresh:
+            _, out, path = self._rounds[config.key]
+            self._rounds[config.key] = (None, out, path)  # the old session goes first
+            self._rounds[config.key] = (self._open(config, path), out, path)
         return self._rounds[config.key][0]
 
     def end_rounds(self) -> None:
         """Close the confirmation rounds' sessions and remove their models."""
-        for _, out in self._rounds.values():
+        for _, out, _ in self._rounds.values():
             shutil.rmtree(out, ignore_errors=True)
         self._rounds.clear()
         self._round_batch.clear()

@@ -23,7 +23,7 @@ class Rounds:
         self.seconds: list[float] = []
         self.ended = 0
 
-    def retime_round(self, configs, seconds=None):
+    def retime_round(self, configs, seconds=None, fresh_sessions=False):
         r = len(self.rounds)
         self.rounds.append([c.excluded_nodes[0] for c in configs])
         self.seconds.append(seconds)
@@ -155,7 +155,7 @@ def test_a_confirmed_frontier_is_not_confirmed_again():
 
 def test_a_config_that_fails_in_every_round_is_recorded_and_the_others_confirmed():
     class Failing(Rounds):
-        def retime_round(self, configs, seconds=None):
+        def retime_round(self, configs, seconds=None, fresh_sessions=False):
             out = super().retime_round(configs, seconds)
             return [
                 "onnxruntime refused it" if c.excluded_nodes[0] == "bad" else s
@@ -175,7 +175,7 @@ def test_a_config_that_fails_in_every_round_is_recorded_and_the_others_confirmed
 
 def test_a_pass_cut_short_is_run_again_when_the_search_resumes():
     class Stopped(Rounds):
-        def retime_round(self, configs, seconds=None):
+        def retime_round(self, configs, seconds=None, fresh_sessions=False):
             if len(self.rounds) == 2:
                 raise KeyboardInterrupt  # the user stops the search in the third round
             return super().retime_round(configs, seconds)

@@ -84,6 +84,33 @@ def test_confirmation_rounds_go_on_through_the_timing_batches(tiny_task):
         evaluator.close()
 
 
+def test_fresh_round_sessions_reopen_the_same_file_and_go_on_through_the_batches(
+    tiny_task, monkeypatch
+):
+    """Each round on new sessions (so a session's own offset is drawn again), quantized once."""
+    evaluator = Evaluator(tiny_task, TimingSettings(seconds=0.2, min_blocks=2, block_pairs=1))
+    config = QuantConfig(operators=("MatMul",))
+    quantized = []
+    real_quantize = evaluator._quantize
+    monkeypatch.setattr(
+        evaluator, "_quantize", lambda *a, **k: quantized.append(1) or real_quantize(*a, **k)
+    )
+    try:
+        sessions, pairs = [], 0
+        for fresh in (False, True, True):
+            (speed,) = evaluator.retime_round([config], 0.1, fresh_sessions=fresh)
+            session, _, path = evaluator._rounds[config.key]
+            sessions.append(session)  # kept alive, so no two share an id
+            assert speed.ratio > 0 and path.exists()
+            pairs += speed.pairs
+            assert evaluator._round_batch[config.key] == pairs
+        assert len({id(x) for x in sessions}) == 3 and quantized == [1]
+        (kept,) = evaluator.retime_round([config], 0.1)  # not fresh: the same session again
+        assert kept.ratio > 0 and evaluator._rounds[config.key][0] is session
+    finally:
+        evaluator.close()
+
+
 def test_a_gain_the_budget_cannot_hold_is_left_unmeasured_and_not_tried_again(tiny_task, measured):
     # a budget shorter than two pairs on any CPU: only the candidate's measurement is made
     timing = TimingSettings(seconds=1e-4, warmup_runs=1, block_pairs=1, min_blocks=2)
