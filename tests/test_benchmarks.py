@@ -114,22 +114,26 @@ def test_confirmation_compares_sequential_slots_and_interleaved_rounds_on_the_sa
     )
     names = list(bench.candidates())
     assert len(names) == 4 and len(set(result["configs"].values())) == 4
-    for method in ("sequential", "slots", "round_robin"):
+    for method in bench.METHODS:
         s = result[method]
         assert set(s["speedup_cv"]) == set(names) and len(s["pairs"]) == 6  # 4 choose 2
         assert all(cv >= 0 for cv in s["speedup_cv"].values())
         for p in s["pairs"].values():
             assert p["cv"] >= 0 and 0 <= p["same_order"] <= 2 and p["median_ratio"] > 0
+        assert s["worst_pair_cv"] == max(p["cv"] for p in s["pairs"].values())
         assert 0 <= s["same_order"] <= s["repeats"] == 2 and 0 <= s["coverage"] <= 1
         assert sorted(s["order"]) == sorted(names)
         runs = result["runs"][method]
         assert len(runs) == 2 and all(len(r) == 4 for r in runs)
         assert all(c["low"] <= c["speedup"] <= c["high"] for r in runs for c in r)
-    for method in ("slots", "round_robin"):
-        assert all(c["blocks"] == 2 for r in result["runs"][method] for c in r)
+    for method in ("slots", "round_robin", "round_robin_fresh"):
+        assert all(c["blocks"] == len(c["rounds"]) == 2 for r in result["runs"][method] for c in r)
+        assert set(result[method]["persistent_sd"]) == set(names)
+        assert all(sd >= 0 for sd in result[method]["persistent_sd"].values())
+    assert result["sequential"]["persistent_sd"] == {}  # one block a repeat: nothing to split
     bench.print_result(result)
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert set(line) >= {"sequential", "slots", "round_robin", "configs"} and "runs" not in line
+    assert set(line) >= {*bench.METHODS, "configs"} and "runs" not in line
 
 
 def test_confirmation_runs_only_the_methods_asked_for(tiny_task, capsys):
