@@ -12,7 +12,7 @@ Two arms, both the search's real child process and code (`Evaluator.retime_round
 
 - aged: one child that first evaluates --trials trials the way a search does (`evaluate` on
   varied configs, a static one among them so calibration runs, scoring at every core), then
-  times every round in that same child, its round sessions kept open between rounds;
+  times every round in that same child (new sessions each round, as the search does);
 - fresh: a new child per round, started just before its round and closed after it, that has
   done nothing else.
 

@@ -4,17 +4,17 @@ machine's drift between minutes decides it.
 The configs on the Pareto frontier, and those whose speedup interval reaches a frontier
 config's at no worse accuracy, are timed again in rounds: each round times every candidate
 against fp32 in one run, taking turns a block at a time (`Evaluator.retime_round`,
-`search.interleave`; sessions kept open between rounds). A drift of the machine's minutes,
-and of its seconds, then hits every candidate alike: sequential confirmations, one config
-after another, once read a whole pass ~6% low and let the minute each config was timed in
-decide their order. Each round's result
-is one more timed block of the config (`search.pooled`), so its speedup pools the trial,
-the rounds and later `measure` runs, and the order and ties of the pass's candidates come
-from their ratios in the same rounds. A pass that moves the frontier (a lowered config
-promotes another) is followed by another over the new candidates, all of them together,
-so no config reaches the frontier unconfirmed. Everything lives in the study's user
-attributes (`speed_blocks:<trial>`, `confirmation_rounds`, `confirmations`), since a finished
-Optuna trial cannot be changed: the study stays the one record of the search.
+`search.interleave`; each round on new sessions of the same quantized files). A drift of the
+machine's minutes, and of its seconds, then hits every candidate alike: sequential
+confirmations, one config after another, once read a whole pass ~6% low and let the minute
+each config was timed in decide their order. Each round's result is one more timed block of
+the config (`search.pooled`), so its speedup pools the trial, the rounds and later `measure`
+runs, and the order and ties of the pass's candidates come from their ratios in the same
+rounds. A pass that moves the frontier (a lowered config promotes another) is followed by
+another over the new candidates, all of them together, so no config reaches the frontier
+unconfirmed. Everything lives in the study's user attributes (`speed_blocks:<trial>`,
+`confirmation_rounds`, `confirmations`), since a finished Optuna trial cannot be changed:
+the study stays the one record of the search.
 
 Of several workers sharing a study, the one that finished its last trial confirms: the
 others reach the end together with it (one waiting for the other's last trial sees the
@@ -39,6 +39,13 @@ from search.objective import Evaluator
 from search.pooled import ROUNDS, add_blocks, block, last_pass, pool
 from search.ranking import non_dominated
 from search.results import CONFIRMATIONS, confirmations, trial_rows
+
+# New sessions each round: a session keeps an offset of its own for its life (where its
+# buffers landed), which pairing with fp32 cannot cancel; drawn again each round, it
+# averages over the rounds. `benchmarks/confirmation.py`, 10 repeats x 72 s of 4 configs
+# on an AMD EPYC Zen 4: each config's speedup CV 1.05-1.43% on kept sessions, 0.74-1.10%
+# on fresh ones; the ratio between two configs 0.81-1.81% against 0.65-1.44%.
+FRESH_SESSIONS = True
 
 ROUNDS_PER_PASS = 6  # each candidate timed in 6 rounds: 6 blocks, each in other minutes
 MAX_PASSES = 3  # a pass that moves the frontier is followed by one over the new candidates
@@ -140,7 +147,7 @@ def confirmation_round(
     configs: list[QuantConfig],
     r: int,
     seconds: float | None,
-    fresh_sessions: bool = False,
+    fresh_sessions: bool = FRESH_SESSIONS,
 ) -> list:
     """Round `r` of a round-robin confirmation: every config timed in one run
     (`retime_round`), the order rotated `r` places so no config always goes first; each

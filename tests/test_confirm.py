@@ -21,12 +21,14 @@ class Rounds:
         self.true, self.drift, self.wobble = true, drift, wobble
         self.rounds: list[list[str]] = []
         self.seconds: list[float] = []
+        self.fresh: list[bool] = []
         self.ended = 0
 
     def retime_round(self, configs, seconds=None, fresh_sessions=False):
         r = len(self.rounds)
         self.rounds.append([c.excluded_nodes[0] for c in configs])
         self.seconds.append(seconds)
+        self.fresh.append(fresh_sessions)
         out = []
         names = sorted(self.true)
         for c in configs:
@@ -78,6 +80,7 @@ def test_a_lucky_config_is_demoted_and_the_new_frontier_is_confirmed_too():
     front = pareto_rows(study)
     assert list(front["trial"]) == [1] and front["confirmed"].all()
     assert set(confirmations(study)) >= set(front["trial"])
+    assert rounds.fresh and all(rounds.fresh)  # every round on new sessions
     assert [r for r in rounds.rounds if "lucky" in r] and "poor" not in sum(rounds.rounds, [])
     assert rounds.ended == 2  # two passes, each closing its sessions
     assert all(c["seconds"] == pytest.approx(36.0) for c in done.values())
