@@ -9,15 +9,18 @@ lower bound); and convergence: the trial and time after which the hypervolume ne
 more than 0.5% again, against the whole run's trials and time; and when it first held every
 config of its final frontier within its interval (a trial at no lower accuracy reading at
 least the config's pooled lower bound): a late trial that reads a few percent
-higher by chance grows the hypervolume, but holds nothing new.
+higher by chance grows the hypervolume, but holds nothing new. Beside a `beam-before` run
+of the same task, each run's trials until it first held *that* run's final frontier: the
+answer the search gave before, against the trials the beam before needed to stop.
 
-Runs (`--runs`): `beam-before` (the beam as it was before seed recipes: `--no-seeds` on the
-per-operator-type space), `beam-per-type` (the beam as shipped on that same space: the
-comparison of trials to convergence), `beam` (`--beam 4` as shipped: seeds, the default
-space) and `tpe` (`--sampler tpe`), on the default task; `--bert-base` adds the same runs on
-the BERT-base-size classifier of benchmarks/model_size.py (random weights, the `agreement`
-metric). Each run is an ordinary study in `--storage-dir`, so re-running the script resumes
-them and the report and dashboard open them. Prints a table and one JSON line.
+Runs (`--runs`): `beam-before` (the beam as it was before issue 15: no seed recipes, no move
+deferral, `--no-seeds --no-defer-moves`, on the per-operator-type space), `beam-per-type`
+(the beam as shipped on that same space: the comparison of trials to convergence), `beam`
+(`--beam 4` as shipped: seeds, the default space) and `tpe` (`--sampler tpe`), on the
+default task; `--bert-base` adds the same runs on the BERT-base-size classifier of
+benchmarks/model_size.py (random weights, the `agreement` metric). Each run is an ordinary
+study in `--storage-dir`, so re-running the script resumes them and the report and dashboard
+open them. Prints a table and one JSON line.
 
     .venv/bin/python benchmarks/time_to_frontier.py --runs beam-before,beam,tpe   # ~45 min
     .venv/bin/python benchmarks/time_to_frontier.py --study zen5-beam4 --storage sqlite:///studies/zen5-beam4.db
@@ -29,6 +32,7 @@ import argparse
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -42,7 +46,7 @@ from search.trial_kind import is_measured  # noqa: E402
 from search.worker import describe_worker, worker_info  # noqa: E402
 
 RUNS = {
-    "beam-before": ["--beam", "4", "--no-seeds", "--space", "per-type"],
+    "beam-before": ["--beam", "4", "--no-seeds", "--no-defer-moves", "--space", "per-type"],
     "beam-per-type": ["--beam", "4", "--space", "per-type"],  # after, on the space of before
     "beam": ["--beam", "4"],
     "tpe": ["--sampler", "tpe", "--trials", "60"],
@@ -50,8 +54,15 @@ RUNS = {
 GROWTH = 0.005  # a hypervolume step smaller than this share is not progress
 
 
-def timeline(study: optuna.Study, max_drop: float, ref_drop: float = 0.05) -> dict:
-    """The study's progress as the search saw it, and when it first held its final best."""
+def timeline(
+    study: optuna.Study,
+    max_drop: float,
+    ref_drop: float = 0.05,
+    before: optuna.Study | None = None,
+) -> dict:
+    """The study's progress as the search saw it, and when it first held its final best;
+    with `before` (the `beam-before` run of the same task), when it first held that run's
+    final frontier: the same answer the search gave before, in how many trials."""
     fp32 = study.user_attrs["fp32_accuracy"]
     trials = study.get_trials(deepcopy=False)
     starts = [t.datetime_start for t in trials if t.datetime_start is not None]
@@ -78,13 +89,10 @@ def timeline(study: optuna.Study, max_drop: float, ref_drop: float = 0.05) -> di
     best = best_row(study, max_drop)
     held = None
     if best is not None:
-        for t in done:
-            if within_drop(t.values[0], fp32, max_drop) and t.values[1] >= best["speedup_low"]:
-                held = {
-                    "trial": t.number,
-                    "seconds": round((t.datetime_complete - t0).total_seconds(), 1),
-                }
-                break
+        low = best["speedup_low"]
+        held = first_holding(
+            done, t0, [lambda t: within_drop(t.values[0], fp32, max_drop) and t.values[1] >= low]
+        )
     final = curve[-1]["hypervolume"] if curve else 0.0
     converged = None
     for i, point in enumerate(curve):
@@ -97,6 +105,9 @@ def timeline(study: optuna.Study, max_drop: float, ref_drop: float = 0.05) -> di
             break
     ends = [t.datetime_complete for t in trials if t.datetime_complete is not None]
     frontier = held_frontier(study, done, t0, fp32 - ref_drop)
+    held_before = None
+    if before is not None and before.user_attrs.get("fp32_accuracy") == fp32:
+        held_before = held_frontier(before, done, t0, fp32 - ref_drop)
     return {
         "study": study.study_name,
         "measured_trials": len(done),
@@ -115,34 +126,46 @@ def timeline(study: optuna.Study, max_drop: float, ref_drop: float = 0.05) -> di
         "held_final_best": held,
         "converged": converged,
         "held_frontier": frontier,
+        "held_before_frontier": held_before,
         "final_hypervolume": final,
         "curve": curve,
     }
 
 
-def held_frontier(study: optuna.Study, done: list, t0, floor: float) -> dict | None:
-    """When the search first held every config of its final frontier (pooled speedups,
-    `search.results.pareto_rows`, accuracy at least `floor`: the hypervolume's region)
-    within its interval, as `held_final_best` for the best alone: for each, a trial so far at
-    no lower accuracy whose own speedup reaches the config's pooled lower bound. Unlike
-    hypervolume growth, a late trial that only reads a few percent higher by chance does not
-    move it."""
-    front = pareto_rows(study)
+def held_frontier(front_of: optuna.Study, done: list, t0, floor: float) -> dict | None:
+    """When the search (its measured trials `done`) first held every config of the final
+    frontier of `front_of` (its own study, or another run's on the same task; pooled
+    speedups, `search.results.pareto_rows`, accuracy at least `floor`: the hypervolume's
+    region) within its interval, as `held_final_best` for the best alone: for each, a trial
+    so far at no lower accuracy whose own speedup reaches the config's pooled lower bound.
+    Unlike hypervolume growth, a late trial that only reads a few percent higher by chance
+    does not move it."""
+    front = pareto_rows(front_of)
     front = front[front["accuracy"] >= floor]
     if front.empty:
         return None
-    targets = [(r.trial, r.accuracy, r.speedup_low) for r in front.itertuples()]
+    targets = [
+        lambda t, accuracy=r.accuracy, low=r.speedup_low: (
+            t.values[0] >= accuracy and t.values[1] >= low
+        )
+        for r in front.itertuples()
+    ]
+    held = first_holding(done, t0, targets)
+    return None if held is None else {**held, "configs": len(targets)}
+
+
+def first_holding(done: list, t0, targets: list[Callable]) -> dict | None:
+    """The first of the measured trials `done` (in completion order) after which every
+    target has been held by some trial so far (`target(trial)` true), with its time since
+    `t0`; None if the search never held them all."""
     held: set[int] = set()
     for i, t in enumerate(done):
-        for target, accuracy, low in targets:
-            if t.values[0] >= accuracy and t.values[1] >= low:
-                held.add(target)
+        held.update(j for j, target in enumerate(targets) if j not in held and target(t))
         if len(held) == len(targets):
             return {
                 "trial": t.number,
                 "seconds": round((t.datetime_complete - t0).total_seconds(), 1),
                 "measured_trials": i + 1,
-                "configs": len(targets),
             }
     return None
 
@@ -197,8 +220,13 @@ def main(argv: list[str] | None = None) -> int:
                 study = run_search(label, RUNS[label], args.storage_dir, task_args, task_name)
                 studies.append((task_name, label, study))
     worker = worker_info(1)
+    befores = {task: study for task, label, study in studies if label == "beam-before"}
     results = [
-        {"task": task, "run": label, **timeline(study, args.max_drop)}
+        {
+            "task": task,
+            "run": label,
+            **timeline(study, args.max_drop, before=befores.get(task)),
+        }
         for task, label, study in studies
     ]
     print_table(results, worker)
@@ -252,6 +280,7 @@ def print_table(results: list[dict], worker: dict) -> None:
         "held it after",
         "converged after",
         "held its frontier after",
+        "held beam-before's frontier after",
     ):
         table.add_column(column)
     for r in results:
@@ -268,6 +297,7 @@ def print_table(results: list[dict], worker: dict) -> None:
             f"{held['seconds']} s (trial {held['trial']})" if held else "-",
             f"{conv['measured_trials']} trials, {conv['seconds']} s" if conv else "-",
             _held(r.get("held_frontier")),
+            _held(r.get("held_before_frontier")),
         )
     Console(width=220).print(table)
 

@@ -130,6 +130,11 @@ def run(
         "Start with the known-good recipes for this CPU's instruction sets "
         "(spaces/seeds/recipes.toml, with their evidence), counted in the budget.",
     ),
+    defer_moves: bool = _setting_opt(
+        "--defer-moves/--no-defer-moves",
+        "Let the beam put off a move (e.g. weights int8 -> uint8) that lost clearly in every "
+        "one of 3 or more tries; it is tried again when nothing else is left.",
+    ),
     presets: bool = _setting_opt(
         "--presets/--no-presets",
         "Also measure Optimum's dynamic CPU presets (avx2, avx512, avx512_vnni, arm64).",

@@ -93,6 +93,7 @@ class Search:
             seed=settings.seed,
             max_drop=settings.max_drop,
             fallback=settings.fallback,
+            defer_moves=settings.defer_moves,
         )
         if settings.storage is not None:
             check_storage_url(settings.storage)  # refused before the task is built

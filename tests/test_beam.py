@@ -163,22 +163,19 @@ class Uint8Slow(FakeEvaluator):
         return result
 
 
-def uint8_trials(deferral: bool, monkeypatch) -> tuple[int, optuna.Study]:
-    import search.strategies.beam as beam_module
-
-    if not deferral:
-        monkeypatch.setattr(beam_module, "DEFER_AFTER", 10**6)
+def uint8_trials(deferral: bool) -> tuple[int, optuna.Study]:
     space = load_space("dynamic").resolve(MODEL_OPS)
     study = new_study()
-    run_search(study, space, BeamSearch(width=4), Uint8Slow(), trials=40)
+    strategy = make_strategy(4, None, defer_moves=deferral)  # what --no-defer-moves builds
+    run_search(study, space, strategy, Uint8Slow(), trials=40)
     configs = [QuantConfig.from_dict(r.attrs["config"]) for r in records(study) if r.values]
     return sum(c.weights_dtype == "uint8" for c in configs), study
 
 
-def test_the_beam_defers_a_move_that_lost_every_time(monkeypatch):
-    with_deferral, study = uint8_trials(True, monkeypatch)
-    without, plain = uint8_trials(False, monkeypatch)
-    assert with_deferral < without
+def test_the_beam_defers_a_move_that_lost_every_time():
+    with_deferral, study = uint8_trials(True)
+    without, plain = uint8_trials(False)
+    assert with_deferral < without and "deferred_moves" not in plain.user_attrs
     front = [tuple(r) for r in pareto_rows(study)[["accuracy", "speedup"]].to_numpy()]
     assert front == [tuple(r) for r in pareto_rows(plain)[["accuracy", "speedup"]].to_numpy()]
     deferred = study.user_attrs["deferred_moves"]

@@ -15,11 +15,17 @@ def test_a_run_is_timed_from_its_own_study_and_resumes(
 ):
     monkeypatch.chdir(tmp_path)
     task = f"--task-dir {tiny_task_dir} --space operators --trials 3 --timing-seconds 0.2"
-    argv = ["--runs", "beam", "--storage-dir", str(tmp_path / "t"), "--task-args", task]
+    runs = "beam-before,beam"
+    argv = ["--runs", runs, "--storage-dir", str(tmp_path / "t"), "--task-args", task]
     argv[-1] += " --no-presets --no-confirm"
     assert ttf.main(argv) == 0
     line = [x for x in capsys.readouterr().out.splitlines() if x.startswith('{"benchmark"')][-1]
-    (run,) = json.loads(line)["runs"]
+    before, run = json.loads(line)["runs"]
+    assert before["run"] == "beam-before" and "held_before_frontier" in run
+    # the run before holds its own frontier exactly when it holds it as the reference
+    assert before["held_before_frontier"] == before["held_frontier"]
+    if run["held_before_frontier"] is not None:
+        assert run["held_before_frontier"]["measured_trials"] <= run["measured_trials"]
     assert run["run"] == "beam" and run["study"] == "ttf-default-beam"
     assert run["measured_trials"] >= 1 and len(run["curve"]) == run["measured_trials"]
     seconds = [p["seconds"] for p in run["curve"]]
@@ -37,5 +43,5 @@ def test_a_run_is_timed_from_its_own_study_and_resumes(
             assert held_best <= frontier["measured_trials"]
 
     assert ttf.main(argv) == 0  # the same command again: the study is resumed, not re-run
-    again = json.loads(capsys.readouterr().out.splitlines()[-1])["runs"][0]
+    again = json.loads(capsys.readouterr().out.splitlines()[-1])["runs"][1]
     assert again["measured_trials"] == run["measured_trials"]

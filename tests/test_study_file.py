@@ -51,6 +51,7 @@ prune_drop = 0.1
 seed = 7
 presets = false
 seeds = false
+defer_moves = false
 confirm = false
 storage = "sqlite:///elsewhere.db"
 isolate = false

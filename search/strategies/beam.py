@@ -66,9 +66,10 @@ def move_between(a: QuantConfig, b: QuantConfig) -> str | None:
 
 
 class BeamSearch(Strategy):
-    def __init__(self, width: int = 4, max_drop: float = 0.01) -> None:
+    def __init__(self, width: int = 4, max_drop: float = 0.01, defer_moves: bool = True) -> None:
         self.width = width
         self.max_drop = max_drop
+        self.defer_moves = defer_moves  # off: every move every round (the beam before)
         self.name = f"beam{width}"
 
     def initial(self, space: SearchSpace) -> list[QuantConfig]:
@@ -167,7 +168,7 @@ class BeamSearch(Strategy):
                 for k, c in members.items()
                 if k in done and done[k].state == TrialState.COMPLETE and done[k].values
             }
-            deferred = self.deferred(measured)
+            deferred = self.deferred(measured) if self.defer_moves else {}
             fresh: dict[str, QuantConfig] = {}
             held: dict[str, QuantConfig] = {}  # neighbours through a deferred move
             for key in top:

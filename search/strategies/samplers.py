@@ -63,6 +63,7 @@ def make_strategy(
     seed: int = 0,
     max_drop: float = 0.01,
     fallback: bool = False,
+    defer_moves: bool = True,
 ) -> Strategy:
     if beam is not None and sampler is not None:
         raise QsearchError("use either --beam K or --sampler NAME, not both")
@@ -76,7 +77,7 @@ def make_strategy(
         width = 4 if beam is None else beam
         if width < 1:
             raise QsearchError(f"--beam must be a width of at least 1, but got {width}")
-        return BeamSearch(width=width, max_drop=max_drop)
+        return BeamSearch(width=width, max_drop=max_drop, defer_moves=defer_moves)
     if sampler not in SAMPLERS:
         raise QsearchError(f"--sampler must be one of {', '.join(SAMPLERS)}, but got {sampler!r}")
     if sampler == "grid":
