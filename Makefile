@@ -75,9 +75,11 @@ bench-cost: install
 bench-scopes: install
 	$(BIN)/python benchmarks/node_scopes.py --rounds 3 --seconds 10
 
-# ~50 minutes: 10 confirmations of 4 configs, sequential vs round-robin (36 s per config each).
+# ~100 minutes: issue 14's acceptance run: 10 confirmations of 4 configs, sequential vs
+# round-robin on fresh sessions each round (what the search does), 72 s per config each.
 bench-confirm: install
-	$(BIN)/python benchmarks/confirmation.py --repeats 10 --seconds 36 --rounds 6
+	$(BIN)/python benchmarks/confirmation.py --repeats 10 --seconds 72 --rounds 6 \
+		--methods sequential,round_robin_fresh
 
 # ~10 minutes: the search's aged trial process against fresh ones, same rounds (issue 14).
 bench-process: install
