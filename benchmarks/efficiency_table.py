@@ -20,6 +20,7 @@ from search.objective import TrialResult
 from search.results import confirmations
 from search.runner import RunSummary, run_search
 from search.space import SearchSpace
+from search.space_walk import all_configs
 from search.strategies import GridStrategy
 from search.strategies.base import records
 from search.study import open_study
@@ -29,7 +30,7 @@ TABLES_DIR = Path(__file__).resolve().parent / "tables"
 
 
 def table_size(space: SearchSpace) -> int:
-    return sum(1 for _ in space.enumerate())
+    return sum(1 for _ in all_configs(space))
 
 
 def table_name(task_name: str, space_name: str) -> str:
@@ -123,7 +124,7 @@ class Table:
             if r.values is not None and "speedup" in check:
                 confirmed.setdefault(r.key, pooled_speedup(r.values[1], r.attrs, check))
         table = cls(entries, space, attrs, confirmed)
-        missing = table_size(space) - sum(c.key in entries for c in space.enumerate())
+        missing = table_size(space) - sum(c.key in entries for c in all_configs(space))
         if missing:
             raise QsearchError(
                 f"table {study.study_name!r} must hold every config of space {space.name!r}, "

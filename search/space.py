@@ -9,8 +9,7 @@ exactly the parameters that matter for a trial.
 from __future__ import annotations
 
 import hashlib
-import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -192,7 +191,8 @@ class SearchSpace:
             **values,
         )
 
-    def _require_operators(self) -> tuple[str, ...]:
+    def bound_operators(self) -> tuple[str, ...]:
+        """The operator types of the space bound to a model (`resolve`)."""
         if self.operators is None:
             raise SpaceError(f"{self.source}: the space must be bound to a model (resolve) first")
         return self.operators
@@ -210,10 +210,10 @@ class SearchSpace:
                 values[name] = trial.suggest_categorical(name, list(choices))
             elif name == "attention_fusion":
                 values[name] = choices[0]
-        usable = self._usable_now(values)
+        usable = self.operators_for(values)
         operators = [
             op
-            for op in self._require_operators()
+            for op in self.bound_operators()
             if op in usable and trial.suggest_categorical(f"op.{op}", [False, True])
         ]
         scopes = self.choices("matmul_scope")
@@ -228,7 +228,7 @@ class SearchSpace:
         ]
         groups = [
             g
-            for g in self._groups_now(values)
+            for g in self.groups_for(values)
             if trial.suggest_categorical(f"fp32.{g}", [False, True])
         ]
         return self.make_config(values, operators, disabled, groups)
@@ -242,13 +242,14 @@ class SearchSpace:
             return False
         return applies(name, values)
 
-    def _usable_now(self, values: dict[str, Any]) -> frozenset[str]:
+    def operators_for(self, values: dict[str, Any]) -> frozenset[str]:
+        """Operator types a config with these values can quantize (mode, format, fusion)."""
         usable = quantizable_operators(values["mode"], values.get("format", "QOperator"))
         if values.get("attention_fusion"):
             return usable
         return usable - set(self.fused_operators)
 
-    def _groups_now(self, values: dict[str, Any]) -> tuple[str, ...]:
+    def groups_for(self, values: dict[str, Any]) -> tuple[str, ...]:
         """Fallback groups that exist for these values: a fused graph has no score MatMuls."""
         if values.get("attention_fusion"):
             return tuple(g for g in self.fallback_groups if not is_scores_group(g))
@@ -261,15 +262,15 @@ class SearchSpace:
         for name, choices in self.values:
             if self._suggested(name, choices, data):
                 out[name] = data[name]
-        usable = self._usable_now(data)
-        for op in self._require_operators():
+        usable = self.operators_for(data)
+        for op in self.bound_operators():
             if op in usable:
                 out[f"op.{op}"] = op in config.operators
         if len(self.choices("matmul_scope")) > 1 and {"MatMul", "Gemm"} & set(config.operators):
             out["matmul_scope"] = config.matmul_scope
         for fusion in self.disable_fusions:
             out[f"disable.{fusion}"] = fusion in config.disabled_fusions
-        for group in self._groups_now(data):
+        for group in self.groups_for(data):
             out[f"fp32.{group}"] = group in config.fp32_groups
         return out
 
@@ -279,108 +280,10 @@ class SearchSpace:
             if applies(name, data) and data[name] not in choices:
                 return False
         return (
-            set(config.operators) <= set(self._require_operators())
+            set(config.operators) <= set(self.bound_operators())
             and set(config.disabled_fusions) <= set(self.disable_fusions)
             and set(config.fp32_groups) <= set(self.fallback_groups)
         )
-
-    def neighbours(self, config: QuantConfig) -> Iterator[QuantConfig]:
-        """Configs one step away: one more operator, or one other dimension changed.
-
-        The beam's expansion: the seed's "add one operator", generalized to the other
-        dimensions of the space. Invalid combinations are skipped.
-        """
-        for candidate in self._one_step(config):
-            if candidate.key != config.key:
-                yield candidate
-
-    def _one_step(self, config: QuantConfig) -> Iterator[QuantConfig]:
-        data = config.values()
-        usable = self._usable_now(data)
-        for op in self._require_operators():
-            if op not in config.operators and (op in usable or op not in self.fused_operators):
-                yield from _valid(lambda op=op: config.replace(operators=[*config.operators, op]))
-        for name, choices in self.values:
-            if not applies(name, data):
-                continue
-            for value in choices:
-                if value != data[name]:
-                    if name == "attention_fusion":
-                        yield from self._fusion_step(config, value)
-                    else:
-                        yield from _valid(lambda n=name, v=value: config.replace(**{n: v}))
-        for fusion in self.disable_fusions:
-            flipped = set(config.disabled_fusions) ^ {fusion}
-            yield from _valid(lambda f=flipped: config.replace(disabled_fusions=sorted(f)))
-        for group in self._groups_now(data):  # one more part kept fp32, or one fewer
-            flipped = set(config.fp32_groups) ^ {group}
-            yield from _valid(lambda g=flipped: config.replace(fp32_groups=sorted(g)))
-
-    def _fusion_step(self, config: QuantConfig, fuse: bool) -> Iterator[QuantConfig]:
-        """Fusion switched on (alone, and with its operators quantized: a fused block left
-        fp32 is rarely the faster one) or off (dropping the operators only it has and the
-        groups it lacks)."""
-        if fuse:
-            groups = [g for g in config.fp32_groups if not is_scores_group(g)]
-
-            def on(ops: list[str]) -> QuantConfig:
-                return config.replace(attention_fusion=True, operators=ops, fp32_groups=groups)
-
-            yield from _valid(lambda: on(list(config.operators)))
-            extra = [op for op in self.fused_operators if op not in config.operators]
-            if extra:
-                yield from _valid(lambda: on([*config.operators, *extra]))
-        else:
-            ops = [op for op in config.operators if op not in self.fused_operators]
-            yield from _valid(lambda: config.replace(attention_fusion=False, operators=ops))
-
-    def enumerate(self) -> Iterator[QuantConfig]:
-        """Every distinct valid config (for grid search and tabular benchmarks)."""
-        operators = self._require_operators()
-        seen: set[str] = set()
-        op_sets = [
-            c for r in range(1, len(operators) + 1) for c in itertools.combinations(operators, r)
-        ]
-        fusion_sets = _subsets(self.disable_fusions)
-        group_sets = _subsets(self.fallback_groups)
-        # The product of the choices over the dimensions that apply only (a dynamic config has
-        # no calibration): the same configs in the same order as the whole product, deduplicated,
-        # for a third of the work on the default space.
-        for values in _combinations(self.values, {}):
-            for ops, fusions, groups in itertools.product(op_sets, fusion_sets, group_sets):
-                for config in _valid(
-                    lambda v=values, o=ops, f=fusions, g=groups: self.make_config(v, o, f, g)
-                ):
-                    key = config.key
-                    if key not in seen:
-                        seen.add(key)
-                        yield config
-
-
-def _subsets(items: Sequence[str]) -> list[tuple[str, ...]]:
-    return [c for r in range(len(items) + 1) for c in itertools.combinations(items, r)]
-
-
-def _combinations(
-    dimensions: Sequence[tuple[str, tuple]], values: dict[str, Any]
-) -> Iterator[dict[str, Any]]:
-    """`values` extended by each choice of every dimension that applies to it; a dimension
-    that does not apply keeps its first value (the config ignores it)."""
-    if not dimensions:
-        yield dict(values)
-        return
-    (name, choices), rest = dimensions[0], dimensions[1:]
-    for value in choices if applies(name, values) else choices[:1]:
-        values[name] = value
-        yield from _combinations(rest, values)
-    del values[name]
-
-
-def _valid(make) -> Iterator[QuantConfig]:
-    try:
-        yield make()
-    except ConfigError:
-        return
 
 
 def _replace(space: SearchSpace, **changes: Any) -> SearchSpace:

@@ -16,6 +16,7 @@ from search.config import QuantConfig
 from search.errors import ConfigError, SpaceError
 from search.quantize import quantize
 from search.space import SearchSpace
+from search.space_walk import all_configs, neighbours
 from search.structure import model_structure
 
 
@@ -138,10 +139,10 @@ groups = ["head", "last_layer"]
     )
     start = space.default_config(["MatMul"])
     assert start.matmul_scope == "weights" and start.fp32_groups == ()
-    neighbours = {c.key: c for c in space.neighbours(start)}
-    assert {c.fp32_groups for c in neighbours.values()} >= {("head",), ("last_layer",)}
-    assert any(c.matmul_scope == "all" for c in neighbours.values())
-    configs = list(space.enumerate())
+    steps = {c.key: c for c in neighbours(space, start)}
+    assert {c.fp32_groups for c in steps.values()} >= {("head",), ("last_layer",)}
+    assert any(c.matmul_scope == "all" for c in steps.values())
+    configs = list(all_configs(space))
     assert len(configs) == 2 * 4  # scope x subsets of two groups
     study = optuna.create_study(directions=["maximize", "maximize"])
     for config in configs:

@@ -9,6 +9,7 @@ import pytest
 from search.runner import evaluated_count, run_search
 from search.seeds import load_recipes, seeds_for
 from search.space import load_space
+from search.space_walk import neighbours
 from search.strategies import BeamSearch
 from search.strategies.seeded import SEED, SeedStrategy, seed_configs
 from tests.fakes import FP32, FakeEvaluator, landscape
@@ -79,10 +80,8 @@ def test_seeds_are_the_first_trials_counted_and_the_beam_keeps_them():
     best_seed = max(seeds.values(), key=lambda c: landscape(c)[1])
     kept = beam.next_round(study, space).kept
     assert best_seed.key in kept or beam.next_round(study, space).number > 1
-    neighbours = {c.key for c in space.neighbours(best_seed)}
-    assert neighbours & {
-        t.user_attrs["config_key"] for t in study.trials if "config_key" in t.user_attrs
-    }
+    near = {c.key for c in neighbours(space, best_seed)}
+    assert near & {t.user_attrs["config_key"] for t in study.trials if "config_key" in t.user_attrs}
 
 
 def test_a_run_starts_with_this_cpu_s_recipes_before_presets_and_strategy(

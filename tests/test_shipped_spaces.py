@@ -10,6 +10,7 @@ import random
 import pytest
 
 from search.space import SearchSpace, shipped_spaces
+from search.space_walk import all_configs
 from search.structure import model_structure
 
 # The operator types of an exported BERT classifier (the tiny test model's, which are the
@@ -51,7 +52,7 @@ def test_every_config_of_a_shipped_space_converts_to_optimum(path, tiny_task):
     refused: collections.Counter[str] = collections.Counter()
     example: dict[str, str] = {}
     count = 0
-    for config in space.enumerate():
+    for config in all_configs(space):
         count += 1
         try:
             config.to_optimum(structure)
@@ -70,7 +71,7 @@ def _sample(space: SearchSpace, seed: int = 0) -> list:
     from search.calibrate import HISTOGRAM_EXCLUDED, HISTOGRAM_METHODS
 
     strata: dict[tuple, list] = collections.defaultdict(list)
-    for config in space.enumerate():
+    for config in all_configs(space):
         # calibrate.py refuses histogram calibration of the attention mask's inputs on a BERT
         # (a model-specific failure, said at once): not the library refusals checked here.
         if config.calibration in HISTOGRAM_METHODS and HISTOGRAM_EXCLUDED & set(config.operators):

@@ -23,6 +23,7 @@ from search.config import QuantConfig
 from search.errors import ConfigError
 from search.ranking import beam_order
 from search.space import SearchSpace
+from search.space_walk import neighbours
 from search.strategies.base import Proposal, Record, Strategy, records
 from search.strategies.seeded import seed_configs
 
@@ -172,7 +173,7 @@ class BeamSearch(Strategy):
             fresh: dict[str, QuantConfig] = {}
             held: dict[str, QuantConfig] = {}  # neighbours through a deferred move
             for key in top:
-                for neighbour in space.neighbours(members[key]):
+                for neighbour in neighbours(space, members[key]):
                     if neighbour.key not in members:
                         move = move_between(members[key], neighbour)
                         target = held if move in deferred else fresh

@@ -11,6 +11,7 @@ import optuna
 
 from search.errors import QsearchError
 from search.space import SearchSpace
+from search.space_walk import all_configs
 from search.strategies.base import SAMPLE, Proposal, Strategy, records
 from search.strategies.beam import BeamSearch
 
@@ -49,7 +50,7 @@ class GridStrategy(Strategy):
     def propose(self, study: optuna.Study, space: SearchSpace) -> list[Proposal]:
         done = {r.key for r in records(study)}
         out = []
-        for config in space.enumerate():
+        for config in all_configs(space):
             if config.key not in done:
                 out.append(Proposal(config, {"strategy": "grid"}))
                 if len(out) == self.chunk:
