@@ -132,8 +132,9 @@ def run(
     ),
     defer_moves: bool = _setting_opt(
         "--defer-moves/--no-defer-moves",
-        "Let the beam put off a move (e.g. weights int8 -> uint8) that lost clearly in every "
-        "one of 3 or more tries; it is tried again when nothing else is left.",
+        "Let the beam put off a move (e.g. weights int8 -> uint8) that lost every one of 3 or "
+        "more tries, clearly taken together; when nothing else is left it is tried again on "
+        "the best member only.",
     ),
     presets: bool = _setting_opt(
         "--presets/--no-presets",

@@ -66,8 +66,8 @@ class RunSettings:
     padding: str = _setting("longest", "measure")
     presets: bool = _setting(True, "search")
     seeds: bool = _setting(True, "search")
-    # The beam puts off a one-dimension move that lost clearly in every one of 3+ tries
-    # (`BeamSearch.deferred`); off, it tries every move every round, as it did before.
+    # The beam puts off a one-dimension move that lost every one of 3+ tries, clearly taken
+    # together (`BeamSearch.deferred`); off, it tries every move every round, as before.
     defer_moves: bool = _setting(True, "search")
     confirm: bool = _setting(True, "search")
     report: bool = True

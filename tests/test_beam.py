@@ -7,7 +7,7 @@ from search.results import pareto_rows
 from search.runner import evaluated_count, run_search
 from search.space import SearchSpace, load_space
 from search.strategies import BeamSearch, make_strategy
-from search.strategies.base import records
+from search.strategies.base import Record, records
 from search.trial_kind import TrialKind
 from tests.fakes import FP32, FakeEvaluator, landscape
 
@@ -191,3 +191,77 @@ def test_a_move_between_configs_is_one_dimension_or_none():
     assert move_between(a, a.replace(weights_dtype="uint8")) == "weights_dtype int8 -> uint8"
     assert move_between(a, a.replace(operators=["Gather", "MatMul"])) == "operators +Gather"
     assert move_between(a, a.replace(per_channel=True, reduce_range=True)) is None
+
+
+def _record(number: int, speedup: float, half_width: float | None, accuracy: float = 0.8):
+    attrs = {}
+    if half_width is not None:  # a 95% interval symmetric in log space, as pooled ones are
+        attrs = {"speedup_low": speedup / half_width, "speedup_high": speedup * half_width}
+    state = optuna.trial.TrialState.COMPLETE
+    return Record(number, str(number), state, (accuracy, speedup), attrs, TrialKind.MEASURED)
+
+
+def _tries(ratios, half_width):
+    """Measured pairs (a, a with reduce_range) whose moved config reads `ratio` of a's."""
+    out = {}
+    for i, ratio in enumerate(ratios):
+        a = QuantConfig(operators=("MatMul",), per_channel=bool(i % 2), weights_symmetric=i < 2)
+        out[f"a{i}"] = (a, _record(2 * i, 2.5, half_width))
+        out[f"b{i}"] = (a.replace(reduce_range=True), _record(2 * i + 1, 2.5 * ratio, half_width))
+    return out
+
+
+MOVE = "reduce_range False -> True"
+
+
+def test_a_move_is_deferred_on_its_tries_taken_together():
+    beam = BeamSearch()
+    # Each 7% loss sits inside the two 5% intervals of its pair, so no single try separates;
+    # three of them together do (bound ~3% below zero).
+    overlapping = beam.deferred(_tries([0.93, 0.93, 0.93], 1.05))
+    assert MOVE in overlapping and "7.0% slower on average" in overlapping[MOVE]
+    assert MOVE not in beam.deferred(_tries([0.93, 0.93], 1.05))  # two tries are too few
+    assert MOVE not in beam.deferred(_tries([0.93, 1.01, 0.93], 1.05))  # one try won
+    assert MOVE not in beam.deferred(_tries([0.99, 0.99, 0.99], 1.05))  # losses within noise
+    assert MOVE in beam.deferred(_tries([0.99, 0.99, 0.99], None))  # exact values: they count
+
+
+SMALL_DYNAMIC = """
+name = "small-dynamic"
+description = "MatMul only: four yes/no dimensions, so the beam runs out of moves."
+[quantization]
+mode = ["dynamic"]
+operators = ["MatMul"]
+per_channel = [false, true]
+reduce_range = [false, true]
+weights_symmetric = [true, false]
+weights_dtype = ["int8", "uint8"]
+"""
+
+
+class Climb(FakeEvaluator):
+    """Each of per-channel, reduce_range and asymmetric weights is 5% faster at the same
+    accuracy, uint8 weights 20% slower: the beam climbs to the config with all three, and
+    then only the deferred move is left."""
+
+    def evaluate(self, config, context=None):
+        result = super().evaluate(config, context)
+        steps = config.per_channel + config.reduce_range + (not config.weights_symmetric)
+        speedup = 1.5 * 1.05**steps * (0.8 if config.weights_dtype == "uint8" else 1.0)
+        return type(result)(0.8, speedup, result.attrs)
+
+
+def test_when_only_deferred_moves_are_left_one_member_tries_them():
+    space = SearchSpace.from_text(SMALL_DYNAMIC).resolve(MODEL_OPS)
+    study = new_study()
+    run_search(study, space, make_strategy(4, None), Climb(), trials=60)
+    assert "weights_dtype int8 -> uint8" in study.user_attrs["deferred_moves"]
+    done = [r for r in records(study) if r.values]
+    configs = {r.number: QuantConfig.from_dict(r.attrs["config"]) for r in done}
+    assert sum(c.weights_dtype == "int8" for c in configs.values()) == 8  # every int8 config
+    last = max(r.attrs["beam_round"] for r in done)
+    final = [configs[r.number] for r in done if r.attrs["beam_round"] == last]
+    # Nothing but the deferred move was left: it is tried once, on the best member, and as
+    # it loses again the beam stops instead of trying it on the other three.
+    assert [c.weights_dtype for c in final] == ["uint8"]
+    assert BeamSearch().next_round(study, space).converged

@@ -14,6 +14,7 @@ presets, an earlier sampler) are reused rather than repeated.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import optuna
@@ -66,6 +67,25 @@ def move_between(a: QuantConfig, b: QuantConfig) -> str | None:
     return f"{name} {va[name]} -> {vb[name]}"
 
 
+def _log_ratio(a: Record, b: Record) -> tuple[float, float]:
+    """log(b's speedup / a's), and its standard error from the two trials' 95% intervals
+    (zero where a trial has none: its speedup is taken as exact)."""
+
+    def error(r: Record) -> float:
+        low, high = r.attrs.get("speedup_low"), r.attrs.get("speedup_high")
+        return math.log(high / low) / (2 * 1.96) if low and high and low > 0 else 0.0
+
+    return math.log(b.values[1] / a.values[1]), math.hypot(error(a), error(b))
+
+
+def _best_held(held: dict[str, dict[str, QuantConfig]], top: list[str]) -> dict[str, QuantConfig]:
+    """The deferred neighbours of the best-ranked member of `top` that has any."""
+    for key in top:
+        if held.get(key):
+            return held[key]
+    return {}
+
+
 class BeamSearch(Strategy):
     def __init__(self, width: int = 4, max_drop: float = 0.01, defer_moves: bool = True) -> None:
         self.width = width
@@ -110,31 +130,39 @@ class BeamSearch(Strategy):
         return [complete[i] for i in order[: self.width]]
 
     def deferred(self, measured: dict[str, tuple[QuantConfig, Record]]) -> dict[str, str]:
-        """Moves that lost clearly every time they were tried, at least `DEFER_AFTER` times.
+        """Moves that lost every time they were tried, at least `DEFER_AFTER` times, and
+        clearly so taken together.
 
         Every pair of measured configs one move apart is a try of that move, whoever
-        proposed them. A try is lost when the moved config's speedup interval lies wholly
-        below the other's (the two 95% intervals do not overlap) and it is not clearly more
-        accurate (`_more_accurate`). All of at least three tries lost: a sign test that a move
-        which helps half the time would pass with chance 1/8 or less, each loss itself
-        significant. Uint8 weights on a CPU where they are slower than fp32, or graph
-        optimization "basic", stop costing a trial per beam member."""
-        tries: dict[str, list[bool]] = {}
+        proposed them. A try is lost when the moved config reads slower and is not clearly
+        more accurate (`_more_accurate`): all of at least three tries lost is a sign test
+        that a move which helps half the time passes with chance 1/8 or less. "Clearly" is
+        judged on the tries together: the mean log ratio of the moved config's speedup to the
+        other's, with its 95% bound from the tries' own intervals, must lie below zero. On a
+        Zen 4, graph optimization "basic" lost its four tries by 4-19% with two of the four
+        pairs of intervals overlapping: a rule asking every pair to separate never deferred
+        it, and the beam's last round was that move on every member."""
+        tries: dict[str, list[tuple[float, float, bool]]] = {}
         items = list(measured.values())
         for a_config, a in items:
             for b_config, b in items:
                 move = move_between(a_config, b_config)
-                if move is None:
-                    continue
-                slower = b.attrs.get("speedup_high", b.values[1]) < a.attrs.get(
-                    "speedup_low", a.values[1]
+                if move is not None:
+                    ratio, error = _log_ratio(a, b)
+                    lost = ratio < 0 and not _more_accurate(b, a)
+                    tries.setdefault(move, []).append((ratio, error, lost))
+        out = {}
+        for move, t in sorted(tries.items()):
+            if len(t) < DEFER_AFTER or not all(lost for _, _, lost in t):
+                continue
+            mean = sum(r for r, _, _ in t) / len(t)
+            bound = mean + 1.96 * math.sqrt(sum(e * e for _, e, _ in t)) / len(t)
+            if bound < 0:
+                out[move] = (
+                    f"lost {len(t)} of {len(t)} tries, {100 * (1 - math.exp(mean)):.1f}% slower "
+                    f"on average (95% bound {100 * (1 - math.exp(bound)):.1f}%), not more accurate"
                 )
-                tries.setdefault(move, []).append(slower and not _more_accurate(b, a))
-        return {
-            move: f"lost {len(t)} of {len(t)} tries (speedup interval below, not more accurate)"
-            for move, t in sorted(tries.items())
-            if len(t) >= DEFER_AFTER and all(t)
-        }
+        return out
 
     def next_round(self, study: optuna.Study, space: SearchSpace) -> Round:
         done: dict[str, Record] = {}
@@ -171,14 +199,17 @@ class BeamSearch(Strategy):
             }
             deferred = self.deferred(measured) if self.defer_moves else {}
             fresh: dict[str, QuantConfig] = {}
-            held: dict[str, QuantConfig] = {}  # neighbours through a deferred move
+            held: dict[str, dict[str, QuantConfig]] = {}  # member -> its deferred neighbours
             for key in top:
                 for neighbour in neighbours(space, members[key]):
                     if neighbour.key not in members:
                         move = move_between(members[key], neighbour)
-                        target = held if move in deferred else fresh
+                        target = held.setdefault(key, {}) if move in deferred else fresh
                         target.setdefault(neighbour.key, neighbour)
-            fresh = fresh or held  # deferred moves are tried again when nothing else is left
+            # Deferred moves are tried again when nothing else is left: on the first member
+            # that has such a neighbour, not on every member (each try that loses again
+            # would cost a trial per member, as the beam before did).
+            fresh = fresh or _best_held(held, top)
             if not fresh:
                 return Round(number, [], top, converged=True, deferred=deferred)
             candidates = list(fresh.values())
