@@ -86,6 +86,16 @@ def _best_held(held: dict[str, dict[str, QuantConfig]], top: list[str]) -> dict[
     return {}
 
 
+def _through_deferred(
+    measured: dict[str, tuple[QuantConfig, Record]], deferred: dict[str, str]
+) -> frozenset[str]:
+    """Keys of measured configs one deferred move away from another measured config."""
+    if not deferred:
+        return frozenset()
+    configs = [c for c, _ in measured.values()]
+    return frozenset(b.key for a in configs for b in configs if move_between(a, b) in deferred)
+
+
 class BeamSearch(Strategy):
     def __init__(self, width: int = 4, max_drop: float = 0.01, defer_moves: bool = True) -> None:
         self.width = width
@@ -106,16 +116,26 @@ class BeamSearch(Strategy):
             out[config.key] = config
         return list(out.values())
 
-    def top(self, keys: list[str], done: dict[str, Record], fp32_accuracy: float) -> list[str]:
+    def top(
+        self,
+        keys: list[str],
+        done: dict[str, Record],
+        fp32_accuracy: float,
+        behind: frozenset[str] = frozenset(),
+    ) -> list[str]:
+        """The `width` members to expand, best first. Left out while anything else is left:
+        configs no faster and no more accurate than fp32, which the fp32 model itself
+        dominates (their neighbours are reached from better members: an added operator
+        commutes; 5 of 19 trials on the benchmark table went to neighbours of a Gather-only
+        config at 0.98x), and configs `behind` a deferred move (one deferred move away from
+        another member): their neighbours are that move applied to the other member's, which
+        are deferred there too (a Zen 4 beam's last round was 8 neighbours of such members)."""
         complete = [k for k in keys if done[k].state == TrialState.COMPLETE]
-        # A config no faster and no more accurate than fp32 is dominated by the fp32 model
-        # itself: its neighbours are reached from better members (an added operator commutes),
-        # so keeping it spends a round's trials on slow configs (5 of 19 on the benchmark
-        # table, neighbours of a Gather-only config at 0.98x). Kept only if nothing else is.
         useful = [
             k
             for k in complete
-            if done[k].values[1] > 1.0 or done[k].values[0] > fp32_accuracy + 1e-12
+            if (done[k].values[1] > 1.0 or done[k].values[0] > fp32_accuracy + 1e-12)
+            and k not in behind
         ]
         complete = useful or complete
         points = [done[k].values for k in complete]
@@ -186,10 +206,6 @@ class BeamSearch(Strategy):
             pending = [c for c in candidates if c.key not in done]
             if pending:
                 return Round(number, pending, kept or [], converged=False, deferred=deferred)
-            top = self.top(list(members), done, fp32)
-            if kept is not None and set(top) == set(kept):
-                return Round(number, [], top, converged=True, deferred=deferred)
-            kept = top
             # Evidence from the rounds replayed so far only, so replaying a study gives the
             # same rounds whatever later rounds measured.
             measured = {
@@ -198,6 +214,10 @@ class BeamSearch(Strategy):
                 if k in done and done[k].state == TrialState.COMPLETE and done[k].values
             }
             deferred = self.deferred(measured) if self.defer_moves else {}
+            top = self.top(list(members), done, fp32, _through_deferred(measured, deferred))
+            if kept is not None and set(top) == set(kept):
+                return Round(number, [], top, converged=True, deferred=deferred)
+            kept = top
             fresh: dict[str, QuantConfig] = {}
             held: dict[str, dict[str, QuantConfig]] = {}  # member -> its deferred neighbours
             for key in top:
