@@ -298,6 +298,8 @@ class Evaluator(Retiming):
             "config_key": config.key,
             "description": config.describe(),
             "phase_seconds": phases,
+            # Before anything can fail: a failed trial says which CPU it failed on, too.
+            "worker": worker_info(self.timing.threads),
         }
         out = Path(tempfile.mkdtemp(prefix="trial-", dir=self.workdir))
         try:
@@ -313,7 +315,6 @@ class Evaluator(Retiming):
                 "prune_settings": self.prune.to_dict(),
                 "timing_settings": self.timing.to_dict(),
                 "scoring_threads": self.scoring_threads,
-                "worker": worker_info(self.timing.threads),
             }
             t = time.perf_counter()
             # The timing session is opened only once the metric is in: a pruned trial needs none.
@@ -353,7 +354,7 @@ class Evaluator(Retiming):
             _close(attrs, started)
             return TrialResult(accuracy=accuracy, speedup=speed.ratio, attrs=attrs)
         except TrialError as exc:
-            exc.attrs = {k: attrs[k] for k in ("graph_sha256", "graph_key") if k in attrs}
+            exc.attrs = {k: attrs[k] for k in ("graph_sha256", "graph_key", "worker") if k in attrs}
             raise
         finally:
             shutil.rmtree(out, ignore_errors=True)

@@ -110,10 +110,11 @@ def test_session_options_change_the_running_graph_not_the_file(
 
 
 def test_histogram_calibration_on_mask_operators_fails_with_a_reason(evaluator):
-    with pytest.raises(TrialError, match="attention mask"):
+    with pytest.raises(TrialError, match="attention mask") as failed:
         evaluator.evaluate(
             QuantConfig(mode="static", operators=("MatMul", "Add"), calibration="entropy")
         )
+    assert "cpu" in failed.value.attrs["worker"]  # a failure says which worker it failed on
 
 
 def test_a_model_onnxruntime_cannot_load_is_a_failed_trial_and_the_search_goes_on(
@@ -137,6 +138,7 @@ def test_a_model_onnxruntime_cannot_load_is_a_failed_trial_and_the_search_goes_o
     assert frozen.state == optuna.trial.TrialState.FAIL
     assert "onnxruntime could not load the model" in frozen.user_attrs["fail_reason"]
     assert "NoSuchOperator" in frozen.user_attrs["fail_reason"]
+    assert "cpu" in frozen.user_attrs["worker"]
 
 
 def test_nan_outputs_fail_the_trial(tiny_task):
