@@ -39,6 +39,7 @@ from search.trial_kind import (
     is_interrupted,
     why,
 )
+from search.worker import worker_info
 
 # Consecutive sampled configs already in the study before a sampler is taken as exhausted.
 MAX_CONSECUTIVE_DUPLICATES = 60
@@ -89,6 +90,16 @@ def _tell_failure(
     study.tell(trial, state=TrialState.FAIL)
 
 
+def _failure_attrs(evaluator: Evaluator, exc: BaseException) -> dict:
+    """A failure's attributes, with the worker it failed on where the evaluator could not
+    say (its trial process died, or the error came from outside it)."""
+    attrs = dict(getattr(exc, "attrs", None) or {})
+    timing = getattr(evaluator, "timing", None)
+    if "worker" not in attrs and timing is not None:
+        attrs["worker"] = worker_info(timing.threads)
+    return attrs
+
+
 def _copy(study: optuna.Study, trial: optuna.Trial, number: int) -> None:
     """Tell `trial` with the values (or state and reason) of trial `number`."""
     source = study.get_trials(deepcopy=False)[number]
@@ -136,11 +147,12 @@ def evaluate_into(
         known[config.key] = trial.number
         return "pruned"
     except TrialError as exc:
-        _tell_failure(study, trial, config, str(exc), getattr(exc, "attrs", None))
+        _tell_failure(study, trial, config, str(exc), _failure_attrs(evaluator, exc))
         known[config.key] = trial.number
         return "failed"
     except Exception as exc:  # noqa: BLE001 - an unexpected library error fails one trial only
-        _tell_failure(study, trial, config, f"{type(exc).__name__}: {exc}")
+        reason = f"{type(exc).__name__}: {exc}"
+        _tell_failure(study, trial, config, reason, _failure_attrs(evaluator, exc))
         known[config.key] = trial.number
         return "failed"
     _tell_result(study, trial, result)

@@ -148,3 +148,19 @@ def test_nan_outputs_fail_the_trial(tiny_task):
 
     with pytest.raises(TrialError, match="NaN"):
         tiny_task.outputs(NanSession(), tiny_task.eval_batches[:1])
+
+
+def test_a_trial_whose_process_died_still_names_its_worker():
+    from types import SimpleNamespace
+
+    class Dying:  # what IsolatedEvaluator raises when the trial's process dies: no attributes
+        timing = SimpleNamespace(threads=1)
+
+        def evaluate(self, config, context=None):
+            raise TrialError("the trial's process died: killed by SIGKILL")
+
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    outcome = evaluate_into(study, study.ask(), QuantConfig(operators=("MatMul",)), Dying(), {})
+    frozen = study.trials[0]
+    assert outcome == "failed" and "SIGKILL" in frozen.user_attrs["fail_reason"]
+    assert "cpu" in frozen.user_attrs["worker"] and frozen.user_attrs["worker"]["threads"] == 1
