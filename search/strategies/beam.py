@@ -86,14 +86,36 @@ def _best_held(held: dict[str, dict[str, QuantConfig]], top: list[str]) -> dict[
     return {}
 
 
-def _through_deferred(
-    measured: dict[str, tuple[QuantConfig, Record]], deferred: dict[str, str]
-) -> frozenset[str]:
-    """Keys of measured configs one deferred move away from another measured config."""
-    if not deferred:
-        return frozenset()
-    configs = [c for c, _ in measured.values()]
-    return frozenset(b.key for a in configs for b in configs if move_between(a, b) in deferred)
+def _tries(
+    measured: dict[str, tuple[QuantConfig, Record]],
+) -> dict[str, list[tuple[str, Record, Record]]]:
+    """Every pair of measured configs one move apart, by move: (the moved config's key, the
+    record before the move, the record after it). One pass per round: the deferral and the
+    members it leaves behind both read it."""
+    tries: dict[str, list[tuple[str, Record, Record]]] = {}
+    for a_config, a in measured.values():
+        for key, (b_config, b) in measured.items():
+            move = move_between(a_config, b_config)
+            if move is not None:
+                tries.setdefault(move, []).append((key, a, b))
+    return tries
+
+
+def _judge(tries: dict[str, list[tuple[str, Record, Record]]]) -> dict[str, str]:
+    """The moves of `tries` that `BeamSearch.deferred` defers, with their evidence."""
+    out = {}
+    for move, pairs in sorted(tries.items()):
+        t = [(*_log_ratio(a, b), not _more_accurate(b, a)) for _, a, b in pairs]
+        if len(t) < DEFER_AFTER or not all(r < 0 and plain for r, _, plain in t):
+            continue
+        mean = sum(r for r, _, _ in t) / len(t)
+        bound = mean + 1.96 * math.sqrt(sum(e * e for _, e, _ in t)) / len(t)
+        if bound < 0:
+            out[move] = (
+                f"lost {len(t)} of {len(t)} tries, {100 * (1 - math.exp(mean)):.1f}% slower "
+                f"on average (95% bound {100 * (1 - math.exp(bound)):.1f}%), not more accurate"
+            )
+    return out
 
 
 class BeamSearch(Strategy):
@@ -162,27 +184,7 @@ class BeamSearch(Strategy):
         Zen 4, graph optimization "basic" lost its four tries by 4-19% with two of the four
         pairs of intervals overlapping: a rule asking every pair to separate never deferred
         it, and the beam's last round was that move on every member."""
-        tries: dict[str, list[tuple[float, float, bool]]] = {}
-        items = list(measured.values())
-        for a_config, a in items:
-            for b_config, b in items:
-                move = move_between(a_config, b_config)
-                if move is not None:
-                    ratio, error = _log_ratio(a, b)
-                    lost = ratio < 0 and not _more_accurate(b, a)
-                    tries.setdefault(move, []).append((ratio, error, lost))
-        out = {}
-        for move, t in sorted(tries.items()):
-            if len(t) < DEFER_AFTER or not all(lost for _, _, lost in t):
-                continue
-            mean = sum(r for r, _, _ in t) / len(t)
-            bound = mean + 1.96 * math.sqrt(sum(e * e for _, e, _ in t)) / len(t)
-            if bound < 0:
-                out[move] = (
-                    f"lost {len(t)} of {len(t)} tries, {100 * (1 - math.exp(mean)):.1f}% slower "
-                    f"on average (95% bound {100 * (1 - math.exp(bound)):.1f}%), not more accurate"
-                )
-        return out
+        return _judge(_tries(measured))
 
     def next_round(self, study: optuna.Study, space: SearchSpace) -> Round:
         done: dict[str, Record] = {}
@@ -213,8 +215,11 @@ class BeamSearch(Strategy):
                 for k, c in members.items()
                 if k in done and done[k].state == TrialState.COMPLETE and done[k].values
             }
-            deferred = self.deferred(measured) if self.defer_moves else {}
-            top = self.top(list(members), done, fp32, _through_deferred(measured, deferred))
+            tries = _tries(measured) if self.defer_moves else {}
+            deferred = _judge(tries)
+            # Members one deferred move away from another member (the moved side of a try)
+            behind = frozenset(key for move in deferred for key, _, _ in tries[move])
+            top = self.top(list(members), done, fp32, behind)
             if kept is not None and set(top) == set(kept):
                 return Round(number, [], top, converged=True, deferred=deferred)
             kept = top
