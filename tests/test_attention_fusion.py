@@ -186,7 +186,7 @@ def test_the_scopes_benchmark_times_the_fused_rows_beside_the_unfused(tiny_task)
     spec = importlib.util.spec_from_file_location("node_scopes", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
-    assert len(bench.candidates()) == 5  # `make bench-scopes` without fusion: as before
+    assert len(bench.candidates()) == 7  # `make bench-scopes` without fusion: as before
     only = ["weight MatMuls, per-channel"]
     result = bench.run_benchmark(
         tiny_task, rounds=1, seconds=0.2, progress=lambda _: None, fusion=True, only=only

@@ -97,11 +97,44 @@ def test_node_scopes_times_every_candidate_round_robin(tiny_task):
     bench = load("node_scopes")
     result = bench.run_benchmark(tiny_task, rounds=2, seconds=0.2, progress=lambda _: None)
     names = [r["config"] for r in result["rows"]]
-    assert names == list(bench.candidates()) and len(names) == 5
+    assert names == list(bench.candidates()) and len(names) == 7
     for row in result["rows"]:
         assert len(row["rounds"]) == 2 and row["low"] <= row["speedup"] <= row["high"]
     scopes = {bench.candidates()[n].matmul_scope for n in names}
     assert scopes == {"all", "weights"}
+    # Optimum's four presets are two configs: one row each, every preset named once
+    presets = [n for n in names if n.startswith(bench.PRESET_PREFIX)]
+    assert len(presets) == 2 and len({bench.candidates()[n] for n in presets}) == 2
+    assert sorted("/".join(presets).replace("optimum ", "").replace(" preset", "").split("/")) == [
+        "arm64",
+        "avx2",
+        "avx512",
+        "avx512_vnni",
+    ]
+    vs = result["versus_presets"]
+    assert vs is None or (vs["preset"] in presets and vs["best"] not in presets)
+
+
+def test_the_scopes_benchmark_compares_the_fastest_row_within_the_bar_with_the_fastest_preset():
+    bench = load("node_scopes")
+
+    def row(name, drop, rounds):
+        return {"config": name, "drop_points": drop, "rounds": rounds, "speedup": rounds[0]}
+
+    rows = [
+        row("fast but inaccurate", 1.5, [3.0, 3.0]),
+        row("ours", 0.4, [2.4, 2.6]),
+        row("ours, slower", -0.5, [2.2, 2.2]),
+        row("optimum a preset", 0.0, [2.0, 2.0]),
+        row("optimum b preset", 0.0, [1.2, 2.5]),
+    ]
+    vs = bench.versus_presets(rows)
+    # the fastest preset by speedup is "a"; the ratio is taken round by round: 1.2 and 1.3
+    assert vs["best"] == "ours" and vs["preset"] == "optimum a preset"
+    assert vs["ratio"] == pytest.approx((1.2 * 1.3) ** 0.5)
+    assert vs["low"] < vs["ratio"] < vs["high"]
+    assert bench.versus_presets(rows, max_drop=-1.0) is None  # nothing within the bar
+    assert bench.versus_presets(rows[:3]) is None  # no preset measured
 
 
 def test_confirmation_compares_sequential_slots_and_interleaved_rounds_on_the_same_configs(
