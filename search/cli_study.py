@@ -82,6 +82,7 @@ def export(
     ORTConfig, session options and a model card; the metric is re-measured on export."""
     from search.export import choose_trial, export_trial
     from search.quantize import quiet_libraries
+    from search.results import speed_caveat, trial_rows
     from search.settings import study_max_drop, task_for_study
     from search.study import load_study
 
@@ -96,6 +97,10 @@ def export(
             f"Exported trial {result.trial} to {result.path}: {task.metric} "
             f"{result.measured:.4f} re-measured (recorded {result.recorded:.4f})."
         )
+        rows = trial_rows(loaded).set_index("trial")
+        caveat = speed_caveat(rows.loc[chosen.number]) if chosen.number in rows.index else ""
+        if caveat:
+            console.print(f"[yellow]Trial {chosen.number} is {caveat}.[/]")
 
 
 @app.command()

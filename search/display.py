@@ -56,7 +56,7 @@ def announce_build() -> None:
 def search_with_progress(search):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from search.results import best_row
+    from search.results import best_row, speed_caveat
 
     stop = {"asked": False}
 
@@ -73,7 +73,8 @@ def search_with_progress(search):
         top = best_row(search.study, max_drop)
         if top is None:
             return "best: -"
-        return f"best {top['speedup']:.2f}x at {100 * (top['accuracy'] - fp32):+.1f} pts"
+        same = " (no faster than fp32?)" if speed_caveat(top) else ""
+        return f"best {top['speedup']:.2f}x at {100 * (top['accuracy'] - fp32):+.1f} pts{same}"
 
     def on_sigterm(signum, frame):  # a service manager or `kill`: stop now, keep the study valid
         raise Terminated
@@ -109,7 +110,7 @@ def search_with_progress(search):
 
 def print_frontier(study, max_drop: float) -> None:
     """The frontier as a table; its caption names the fastest config within `max_drop`."""
-    from search.results import best_row, pareto_rows
+    from search.results import best_row, pareto_rows, speed_caveat
 
     rows = pareto_rows(study)
     fp32 = study.user_attrs.get("fp32_accuracy")
@@ -119,9 +120,11 @@ def print_frontier(study, max_drop: float) -> None:
         top = best_row(study, max_drop)
         caption = f"no config {bar}"
         if top is not None:
+            caveat = speed_caveat(top)
             caption = (
                 f"fastest {bar}: trial {top['trial']}, {top['speedup']:.3f}x "
                 f"({top['speedup_low']:.3f}-{top['speedup_high']:.3f})"
+                + (f"; {caveat}" if caveat else "")
             )
     table = Table(
         title=f"Pareto frontier of {study.study_name}"
