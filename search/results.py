@@ -212,7 +212,7 @@ def failed_rows(study: optuna.Study) -> pd.DataFrame:
 
 def speed_caveat(best: pd.Series) -> str:
     """What to say beside a best config whose speedup interval reaches 1.0x: on a CPU whose
-    int8 GEMMs gain little (an AMD EPYC Zen 1, AVX2 on 128-bit units, read 0.94-1.07x for
+    int8 GEMMs gain little (an AMD EPYC Zen 1, AVX2 on 128-bit units, read 0.94-1.08x for
     every config of the default task), the fastest config is not shown to beat fp32, and
     shipping the fp32 model is as good an answer. Empty when the interval is above 1."""
     if best["speedup_low"] > 1.0:
