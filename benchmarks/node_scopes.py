@@ -1,9 +1,8 @@
 """Which MatMuls to quantize, side by side: every-MatMul (what Optimum quantizes) against
 weight-MatMuls-only (onnxruntime's MatMulConstBOnly, now `matmul_scope = "weights"`), with
 every distinct Optimum dynamic preset for reference, on the default task; and the weight-MatMul
-config on
-the attention-fused model (`attention_fusion`: QAttention, or the fused block left fp32), whose
-speedup is measured against the same unfused fp32 export as every other row.
+config on the attention-fused model (`attention_fusion`: QAttention, or the fused block left
+fp32), whose speedup is measured against the same unfused fp32 export as every other row.
 
 Each candidate is timed against fp32 on the same batches, round-robin: round r times every
 candidate once (`--seconds` each, paired and interleaved with fp32) before round r+1, so the
