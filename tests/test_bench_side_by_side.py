@@ -24,7 +24,7 @@ def two_studies(tiny_task_dir, tmp_path_factory):
         result = invoke(
             "run", "--task-dir", tiny_task_dir, "--space", space, "--trials", 3,
             "--timing-seconds", 0.2, "--no-presets", "--no-confirm", "--study", name,
-            "--storage", storage,
+            "--storage", storage, "--no-report",  # nothing written into the checkout
         )  # fmt: skip
         assert result.exit_code == 0, result.output
     return storage
