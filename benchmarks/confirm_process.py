@@ -12,9 +12,10 @@ Two arms, both the search's real child process and code (`Evaluator.retime_round
 
 - aged: one child that first evaluates --trials trials the way a search does (`evaluate` on
   varied configs, a static one among them so calibration runs, scoring at every core), then
-  times every round in that same child (new sessions each round, as the search does);
+  times every round in that same child (new sessions each round: the search's confirmation
+  before `search.confirm.FRESH_PROCESS`);
 - fresh: a new child per round, started just before its round and closed after it, that has
-  done nothing else.
+  done nothing else (what the search's confirmation does since).
 
 Round r times the configs in both arms, aged first in even rounds and fresh first in odd
 ones (ABBA), each config --seconds against fp32, starting one config further along each
@@ -113,9 +114,13 @@ def _row(speed: Speedup | str, name: str) -> dict:
     }
 
 
-def timed_round(evaluator, names: list[str], configs: list[QuantConfig], r: int, seconds: float):
-    """One round in `evaluator`, starting at config r (mod n): each config's figures."""
-    speeds = confirmation_round(evaluator, configs, r, seconds)
+def timed_round(
+    evaluator, names: list[str], configs: list[QuantConfig], r: int, seconds: float, aged: bool
+):
+    """One round in `evaluator`, starting at config r (mod n): each config's figures. The
+    aged arm keeps its child (the search's confirmation before it renewed the child each
+    round, `search.confirm.FRESH_PROCESS`)."""
+    speeds = confirmation_round(evaluator, configs, r, seconds, fresh_process=not aged)
     return {n: _row(speed, n) for n, speed in zip(names, speeds, strict=True)}
 
 
@@ -208,12 +213,12 @@ def run_benchmark(
             row: dict = {"round": r, "first": ARMS[r % 2]}
             for arm in ARMS if r % 2 == 0 else ARMS[::-1]:
                 if arm == "aged":
-                    row[arm] = timed_round(aged, names, values, r, seconds)
+                    row[arm] = timed_round(aged, names, values, r, seconds, aged=True)
                     row["aged_child"] = child_state(aged)
                     continue
                 fresh = IsolatedEvaluator(task, timing)
                 try:
-                    row[arm] = timed_round(fresh, names, values, r, seconds)
+                    row[arm] = timed_round(fresh, names, values, r, seconds, aged=False)
                     row["fresh_child"] = child_state(fresh)
                 finally:
                     fresh.close()

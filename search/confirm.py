@@ -4,7 +4,8 @@ machine's drift between minutes decides it.
 The configs on the Pareto frontier, and those whose speedup interval reaches a frontier
 config's at no worse accuracy, are timed again in rounds: each round times every candidate
 against fp32 in one run, taking turns a block at a time (`Evaluator.retime_round`,
-`search.interleave`; each round on new sessions of the same quantized files). A drift of the
+`search.interleave`; each round on new sessions of the same quantized files, in a new
+process where trials run in a child). A drift of the
 machine's minutes, and of its seconds, then hits every candidate alike: sequential
 confirmations, one config after another, once read a whole pass ~6% low and let the minute
 each config was timed in decide their order. Each round's result is one more timed block of
@@ -46,6 +47,12 @@ from search.results import CONFIRMATIONS, confirmations, trial_rows
 # on an AMD EPYC Zen 4: each config's speedup CV 1.05-1.43% on kept sessions, 0.74-1.10%
 # on fresh ones; the ratio between two configs 0.81-1.81% against 0.65-1.44%.
 FRESH_SESSIONS = True
+# And a new process each round, where the evaluator runs in a child (`IsolatedEvaluator.renew`):
+# a child that has run a search's trials times int8 slower than a new one, all configs alike,
+# glibc's allocator fixed or not: on a 2-core Intel Xeon (AVX512-VNNI, AMX),
+# `benchmarks/confirm_process.py --trials 40` read a child aged by 40 trials at 0.970x
+# [0.956, 0.985] of new children in the same minutes (fp32 1.012x as fast there, int8 0.982x).
+FRESH_PROCESS = True
 
 ROUNDS_PER_PASS = 6  # each candidate timed in 6 rounds: 6 blocks, each in other minutes
 MAX_PASSES = 3  # a pass that moves the frontier is followed by one over the new candidates
@@ -148,12 +155,18 @@ def confirmation_round(
     r: int,
     seconds: float | None,
     fresh_sessions: bool = FRESH_SESSIONS,
+    fresh_process: bool = FRESH_PROCESS,
 ) -> list:
     """Round `r` of a round-robin confirmation: every config timed in one run
     (`retime_round`), the order rotated `r` places so no config always goes first; each
     config's `Speedup` or error message, in `configs`' order. A run that raises (the child
     died or overran) answers its message for every config: that round times nothing.
-    `fresh_sessions`: new sessions each round (`Retiming.retime_round`)."""
+    `fresh_sessions`: new sessions each round (`Retiming.retime_round`); `fresh_process`:
+    in a new child process, for an evaluator that has one (`IsolatedEvaluator.renew`; one
+    that runs in this process has none to renew)."""
+    renew = getattr(evaluator, "renew", None)
+    if fresh_process and renew is not None:
+        renew()
     order = [(r + i) % len(configs) for i in range(len(configs))]
     try:
         results = evaluator.retime_round(

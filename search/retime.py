@@ -5,10 +5,17 @@ once; re-timing quantizes again (the same bytes) and times again, on the evaluat
 fp32 session, so its blocks pool with the trial's (`search.pooled`). A mixin of
 `Evaluator`, whose `_open`, `_quantize`, `_speedup`, `baseline`, `timing_batches`, `timing`,
 `workdir`, `_rounds`, `_round_batch` and `_baseline_warm` it uses.
+
+A confirmation's rounds may each run in a new process (`IsolatedEvaluator.renew`), so what
+a round leaves for the next (each config's quantized file, and where its next pair starts in
+the timing batches) is also written under the evaluator's working folder (`ROUNDS_DIR`),
+which every process of one evaluator shares: a new process times the same file from where the
+last round stopped, without quantizing again.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from dataclasses import replace
@@ -18,6 +25,8 @@ from search.config import QuantConfig
 from search.errors import TrialError
 from search.interleave import interleaved_speedups
 from search.measure import Speedup
+
+ROUNDS_DIR = "rounds"  # under the evaluator's workdir: <config key>/ (the file), <key>.json
 
 
 class Retiming:
@@ -72,28 +81,48 @@ class Retiming:
                 out[i] = speed
                 if not isinstance(speed, str):
                     self._round_batch[key] += speed.pairs
+                    self._save_round(key)
         return out
 
     def _round_session(self, config: QuantConfig, fresh: bool = False):
-        if config.key not in self._rounds:
-            out = Path(tempfile.mkdtemp(prefix="round-", dir=self.workdir))
-            try:
-                path = self._quantize(config, out, {})
-                session = self._open(config, path)
-            except TrialError:
-                shutil.rmtree(out, ignore_errors=True)
-                raise
-            self._rounds[config.key] = (session, out, path)
-            self._round_batch[config.key] = 0
+        key = config.key
+        if key not in self._rounds:
+            out = self.workdir / ROUNDS_DIR / key
+            saved = self._saved_round(key)  # a round of an earlier process of this evaluator
+            if saved is None:
+                out.mkdir(parents=True, exist_ok=True)
+                try:
+                    path = self._quantize(config, out, {})
+                except TrialError:
+                    shutil.rmtree(out, ignore_errors=True)
+                    raise
+                self._round_batch[key] = 0
+            else:
+                path = Path(saved["model"])
+                self._round_batch[key] = int(saved["next_batch"])
+            self._rounds[key] = (self._open(config, path), out, path)
+            self._save_round(key)
         elif fresh:
-            _, out, path = self._rounds[config.key]
-            self._rounds[config.key] = (None, out, path)  # the old session goes first
-            self._rounds[config.key] = (self._open(config, path), out, path)
-        return self._rounds[config.key][0]
+            _, out, path = self._rounds[key]
+            self._rounds[key] = (None, out, path)  # the old session goes first
+            self._rounds[key] = (self._open(config, path), out, path)
+        return self._rounds[key][0]
+
+    def _saved_round(self, key: str) -> dict | None:
+        state = self.workdir / ROUNDS_DIR / f"{key}.json"
+        try:
+            saved = json.loads(state.read_text())
+        except (OSError, ValueError):
+            return None
+        return saved if Path(saved.get("model", "")).is_file() else None
+
+    def _save_round(self, key: str) -> None:
+        state = {"model": str(self._rounds[key][2]), "next_batch": self._round_batch[key]}
+        (self.workdir / ROUNDS_DIR / f"{key}.json").write_text(json.dumps(state))
 
     def end_rounds(self) -> None:
-        """Close the confirmation rounds' sessions and remove their models."""
-        for _, out, _ in self._rounds.values():
-            shutil.rmtree(out, ignore_errors=True)
+        """Close the confirmation rounds' sessions and remove their models: the next pass
+        quantizes afresh and starts at the first batch."""
         self._rounds.clear()
         self._round_batch.clear()
+        shutil.rmtree(self.workdir / ROUNDS_DIR, ignore_errors=True)

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import ctypes
 import faulthandler
+import json
 import os
 import time
+from pathlib import Path
 
 import optuna
 import pytest
@@ -17,6 +19,7 @@ from search.errors import TrialError
 from search.isolation import EvaluatorSpec, IsolatedEvaluator, describe_exit
 from search.measure import TimingSettings
 from search.objective import Evaluator
+from search.retime import ROUNDS_DIR
 from search.runner import run_search
 from search.space import load_space
 from search.strategies import make_strategy
@@ -121,3 +124,28 @@ def test_a_child_that_dies_at_start_fails_the_call_instead_of_hanging(tiny_task)
     finally:
         faulthandler.cancel_dump_traceback_later()
         evaluator.close()
+
+
+def test_renewed_rounds_go_on_in_a_new_child_from_where_the_last_stopped(tiny_task):
+    """A confirmation round in a new child (`renew`, as `search.confirm` does each round)
+    times the file the last child quantized, from the batch where that child's round stopped;
+    ending the rounds removes the files, whichever child wrote them."""
+    config = QuantConfig(mode="dynamic", operators=("MatMul",))
+    isolated = IsolatedEvaluator(tiny_task, FAST)
+    state = isolated.workdir / ROUNDS_DIR / f"{config.key}.json"
+    try:
+        (first,) = isolated.retime_round([config], seconds=0.1)
+        pid, saved = isolated._process.pid, json.loads(state.read_text())
+        model = Path(saved["model"])
+        written = model.stat().st_mtime_ns
+        assert saved["next_batch"] == first.pairs
+        isolated.renew()
+        (second,) = isolated.retime_round([config], seconds=0.1)
+        assert isolated._process.pid != pid and isolated.starts == 2
+        saved = json.loads(state.read_text())
+        assert saved["model"] == str(model) and model.stat().st_mtime_ns == written  # not again
+        assert saved["next_batch"] == first.pairs + second.pairs
+        isolated.end_rounds()
+        assert not (isolated.workdir / ROUNDS_DIR).exists()
+    finally:
+        isolated.close()
