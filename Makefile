@@ -77,10 +77,11 @@ bench-scopes: install
 	$(BIN)/python benchmarks/node_scopes.py --rounds 3 --seconds 10
 
 # ~100 minutes: issue 14's acceptance run: 10 confirmations of 4 configs, sequential vs
-# round-robin on fresh sessions each round (what the search does), 72 s per config each.
+# round-robin in a new child with new sessions each round (what the search does), 72 s per
+# config each.
 bench-confirm: install
 	$(BIN)/python benchmarks/confirmation.py --repeats 10 --seconds 72 --rounds 6 \
-		--methods sequential,round_robin_fresh
+		--methods sequential,round_robin_process
 
 # ~10 minutes: the search's aged trial process against fresh ones, same rounds (issue 14).
 bench-process: install

@@ -9,7 +9,9 @@ the default task, three ways, with the same timing per config each way:
   turns a block (3 pairs) at a time (`Evaluator.retime_round`, `search.interleave`: what
   `search.confirm` does), the rounds timing the same sessions;
 - round_robin_fresh: the same, with new sessions of the same files each round
-  (`fresh_sessions`), so an offset a session keeps for its life averages over the rounds.
+  (`fresh_sessions`), so an offset a session keeps for its life averages over the rounds;
+- round_robin_process: the same in a child process (`search.isolation.IsolatedEvaluator`),
+  a new child each round (`fresh_process`): what `qsearch run`'s confirmation does.
 
 Why: sequential re-timing lets the machine's drift between minutes decide the order of the
 configs (five sequential 36 s confirmations once all read ~6% low); rounds make the drift
@@ -48,7 +50,7 @@ from search.quantize import quiet_libraries  # noqa: E402
 from search.worker import describe_worker, worker_info  # noqa: E402
 
 FUSION_OFF = ("SkipLayerNormFusion",)
-METHODS = ("sequential", "slots", "round_robin", "round_robin_fresh")
+METHODS = ("sequential", "slots", "round_robin", "round_robin_fresh", "round_robin_process")
 
 
 def candidates() -> dict[str, QuantConfig]:
@@ -84,11 +86,13 @@ def round_robin(
     rounds: int,
     slots: bool = False,
     fresh: bool = False,
+    process: bool = False,
 ) -> list[dict]:
     """`rounds` rounds, each timing every config for seconds/rounds (starting one further
     along each round): all at once, interleaved, or (`slots`) one after another, on the same
-    sessions or (`fresh`) new ones each round; each config's rounds pooled
-    (`search.pooled.pool`), with each round's own speedup."""
+    sessions or (`fresh`) new ones each round, (`process`) in a new child each round for an
+    evaluator that has one; each config's rounds pooled (`search.pooled.pool`), with each
+    round's own speedup."""
     blocks: list[list[dict]] = [[] for _ in configs]
     try:
         for r in range(rounds):
@@ -97,7 +101,8 @@ def round_robin(
             if slots:
                 speeds = {i: evaluator.retime_round([configs[i]], seconds=slot)[0] for i in order}
             else:
-                speeds = dict(enumerate(confirmation_round(evaluator, configs, r, slot, fresh)))
+                speeds = confirmation_round(evaluator, configs, r, slot, fresh, process)
+                speeds = dict(enumerate(speeds))
             for i, s in speeds.items():
                 if isinstance(s, str):
                     raise RuntimeError(f"{configs[i].describe()} failed: {s}")
@@ -159,11 +164,15 @@ def run_benchmark(
 ) -> dict:
     """R repeats of each of `methods` on `task` (see the docstring); the summary and raw
     runs. Fewer methods make a long run (the 1% target needs a minute per config) fit."""
+    from search.isolation import IsolatedEvaluator
     from search.objective import Evaluator
 
     configs = candidates()
     names, values = list(configs), list(configs.values())
-    evaluator = Evaluator(task, timing or TimingSettings())
+    timing = timing or TimingSettings()
+    evaluator = Evaluator(task, timing)
+    # the child's evaluator is renewed every round, so its first start costs nothing extra
+    isolated = IsolatedEvaluator(task, timing) if "round_robin_process" in methods else None
     runs: dict[str, list[list[dict]]] = {m: [] for m in methods}
     try:
         for r in range(repeats):
@@ -171,21 +180,26 @@ def run_benchmark(
                 if method == "sequential":
                     result = sequential(evaluator, values, seconds)
                 else:
+                    process = method == "round_robin_process"
                     result = round_robin(
-                        evaluator,
+                        isolated if process else evaluator,
                         values,
                         seconds,
                         rounds,
                         slots=method == "slots",
-                        fresh=method == "round_robin_fresh",
+                        fresh=method in ("round_robin_fresh", "round_robin_process"),
+                        process=process,
                     )
                 runs[method].append(result)
                 speeds = ", ".join(f"{c['speedup']:.3f}" for c in result)
                 progress(f"repeat {r + 1}/{repeats} {method}: {speeds}")
     finally:
         evaluator.close()
+        if isolated is not None:
+            isolated.close()
     return {
         "cpu": describe_worker(worker_info()),
+        "children": 0 if isolated is None else isolated.starts,  # round_robin_process's
         "configs": {n: c.describe() for n, c in configs.items()},
         "seconds_per_config": seconds,
         "rounds": rounds,
