@@ -118,9 +118,9 @@ def timed_round(
     evaluator, names: list[str], configs: list[QuantConfig], r: int, seconds: float, aged: bool
 ):
     """One round in `evaluator`, starting at config r (mod n): each config's figures. The
-    aged arm keeps its child (the search's confirmation before it renewed the child each
-    round, `search.confirm.FRESH_PROCESS`)."""
-    speeds = confirmation_round(evaluator, configs, r, seconds, fresh_process=not aged)
+    aged arm keeps its child (the search's confirmation before it started a new one,
+    `search.confirm.FRESH_PROCESS`); the fresh arm's evaluator is new each round."""
+    speeds = confirmation_round(evaluator, configs, r, seconds)
     return {n: _row(speed, n) for n, speed in zip(names, speeds, strict=True)}
 
 

@@ -10,8 +10,10 @@ the default task, three ways, with the same timing per config each way:
   `search.confirm` does), the rounds timing the same sessions;
 - round_robin_fresh: the same, with new sessions of the same files each round
   (`fresh_sessions`), so an offset a session keeps for its life averages over the rounds;
-- round_robin_process: the same in a child process (`search.isolation.IsolatedEvaluator`),
-  a new child each round (`fresh_process`): what `qsearch run`'s confirmation does.
+- round_robin_child: the same in a child process (`search.isolation.IsolatedEvaluator`),
+  a new one each repeat kept through its rounds: what `qsearch run`'s confirmation does
+  (`search.confirm.FRESH_PROCESS`);
+- round_robin_process: the same in a new child each round.
 
 Why: sequential re-timing lets the machine's drift between minutes decide the order of the
 configs (five sequential 36 s confirmations once all read ~6% low); rounds make the drift
@@ -50,7 +52,15 @@ from search.quantize import quiet_libraries  # noqa: E402
 from search.worker import describe_worker, worker_info  # noqa: E402
 
 FUSION_OFF = ("SkipLayerNormFusion",)
-METHODS = ("sequential", "slots", "round_robin", "round_robin_fresh", "round_robin_process")
+METHODS = (
+    "sequential",
+    "slots",
+    "round_robin",
+    "round_robin_fresh",
+    "round_robin_child",
+    "round_robin_process",
+)
+IN_CHILD = ("round_robin_child", "round_robin_process")
 
 
 def candidates() -> dict[str, QuantConfig]:
@@ -86,23 +96,24 @@ def round_robin(
     rounds: int,
     slots: bool = False,
     fresh: bool = False,
-    process: bool = False,
+    renew: str | None = None,
 ) -> list[dict]:
     """`rounds` rounds, each timing every config for seconds/rounds (starting one further
     along each round): all at once, interleaved, or (`slots`) one after another, on the same
-    sessions or (`fresh`) new ones each round, (`process`) in a new child each round for an
-    evaluator that has one; each config's rounds pooled (`search.pooled.pool`), with each
-    round's own speedup."""
+    sessions or (`fresh`) new ones each round, in a new child (`renew`) for the repeat or
+    each round where the evaluator has one; each config's rounds pooled
+    (`search.pooled.pool`), with each round's own speedup."""
     blocks: list[list[dict]] = [[] for _ in configs]
     try:
         for r in range(rounds):
+            if renew == "round" or (renew == "repeat" and r == 0):
+                evaluator.renew()
             order = [(r + i) % len(configs) for i in range(len(configs))]
             slot = seconds / rounds
             if slots:
                 speeds = {i: evaluator.retime_round([configs[i]], seconds=slot)[0] for i in order}
             else:
-                speeds = confirmation_round(evaluator, configs, r, slot, fresh, process)
-                speeds = dict(enumerate(speeds))
+                speeds = dict(enumerate(confirmation_round(evaluator, configs, r, slot, fresh)))
             for i, s in speeds.items():
                 if isinstance(s, str):
                     raise RuntimeError(f"{configs[i].describe()} failed: {s}")
@@ -171,8 +182,8 @@ def run_benchmark(
     names, values = list(configs), list(configs.values())
     timing = timing or TimingSettings()
     evaluator = Evaluator(task, timing)
-    # the child's evaluator is renewed every round, so its first start costs nothing extra
-    isolated = IsolatedEvaluator(task, timing) if "round_robin_process" in methods else None
+    # a child for each method that runs in one: renewed each repeat, or each round
+    children = {m: IsolatedEvaluator(task, timing) for m in IN_CHILD if m in methods}
     runs: dict[str, list[list[dict]]] = {m: [] for m in methods}
     try:
         for r in range(repeats):
@@ -180,26 +191,27 @@ def run_benchmark(
                 if method == "sequential":
                     result = sequential(evaluator, values, seconds)
                 else:
-                    process = method == "round_robin_process"
                     result = round_robin(
-                        isolated if process else evaluator,
+                        children.get(method, evaluator),
                         values,
                         seconds,
                         rounds,
                         slots=method == "slots",
-                        fresh=method in ("round_robin_fresh", "round_robin_process"),
-                        process=process,
+                        fresh=method in ("round_robin_fresh", *IN_CHILD),
+                        renew={"round_robin_child": "repeat", "round_robin_process": "round"}.get(
+                            method
+                        ),
                     )
                 runs[method].append(result)
                 speeds = ", ".join(f"{c['speedup']:.3f}" for c in result)
                 progress(f"repeat {r + 1}/{repeats} {method}: {speeds}")
     finally:
         evaluator.close()
-        if isolated is not None:
-            isolated.close()
+        for child in children.values():
+            child.close()
     return {
         "cpu": describe_worker(worker_info()),
-        "children": 0 if isolated is None else isolated.starts,  # round_robin_process's
+        "children": {m: child.starts for m, child in children.items()},  # processes started
         "configs": {n: c.describe() for n, c in configs.items()},
         "seconds_per_config": seconds,
         "rounds": rounds,

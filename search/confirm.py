@@ -4,7 +4,7 @@ machine's drift between minutes decides it.
 The configs on the Pareto frontier, and those whose speedup interval reaches a frontier
 config's at no worse accuracy, are timed again in rounds: each round times every candidate
 against fp32 in one run, taking turns a block at a time (`Evaluator.retime_round`,
-`search.interleave`; each round on new sessions of the same quantized files, in a new
+`search.interleave`; each round on new sessions of the same quantized files, in one new
 process where trials run in a child). A drift of the
 machine's minutes, and of its seconds, then hits every candidate alike: sequential
 confirmations, one config after another, once read a whole pass ~6% low and let the minute
@@ -47,11 +47,15 @@ from search.results import CONFIRMATIONS, confirmations, trial_rows
 # on an AMD EPYC Zen 4: each config's speedup CV 1.05-1.43% on kept sessions, 0.74-1.10%
 # on fresh ones; the ratio between two configs 0.81-1.81% against 0.65-1.44%.
 FRESH_SESSIONS = True
-# And a new process each round, where the evaluator runs in a child (`IsolatedEvaluator.renew`):
-# a child that has run a search's trials times int8 slower than a new one, all configs alike,
-# glibc's allocator fixed or not: on a 2-core Intel Xeon (AVX512-VNNI, AMX),
-# `benchmarks/confirm_process.py --trials 40` read a child aged by 40 trials at 0.970x
-# [0.956, 0.985] of new children in the same minutes (fp32 1.012x as fast there, int8 0.982x).
+# And a new process for the confirmation, kept through its rounds and passes, where the
+# evaluator runs in a child (`IsolatedEvaluator.renew`): a child that has run a search's
+# trials times int8 slower than a new one, all configs alike, glibc's allocator fixed or not
+# (on a 2-core Intel Xeon with AVX512-VNNI and AMX, `benchmarks/confirm_process.py --trials
+# 40`: a child aged by 40 trials read 0.970x [0.956, 0.985] of new children in the same
+# minutes). Not a new process each round: there, `benchmarks/confirmation.py --repeats 3
+# --seconds 18` read the ratio between two configs with CVs of 0.7-5.0% across repeats
+# (0.35-1.29% in one kept child, 0.71-1.76% in the parent's process), and the order of
+# the four configs in 1 of 3 repeats: each new process draws its sessions' speeds again.
 FRESH_PROCESS = True
 
 ROUNDS_PER_PASS = 6  # each candidate timed in 6 rounds: 6 blocks, each in other minutes
@@ -126,10 +130,13 @@ def confirm_frontier(
     worker finished the last trial (`confirmer_elsewhere`): that one confirms."""
     if confirmer_elsewhere(study):
         return confirmations(study)
-    for _ in range(MAX_PASSES):
+    renew = getattr(evaluator, "renew", None)  # only an evaluator with a child has one
+    for number in range(MAX_PASSES):
         candidates = to_confirm(trial_rows(study))[:limit]
         if not candidates or set(candidates) <= _confirmed(study):
             break
+        if number == 0 and FRESH_PROCESS and renew is not None:
+            renew()
         _run_pass(study, evaluator, candidates, seconds, rounds, on_round)
     return confirmations(study)
 
@@ -155,18 +162,12 @@ def confirmation_round(
     r: int,
     seconds: float | None,
     fresh_sessions: bool = FRESH_SESSIONS,
-    fresh_process: bool = FRESH_PROCESS,
 ) -> list:
     """Round `r` of a round-robin confirmation: every config timed in one run
     (`retime_round`), the order rotated `r` places so no config always goes first; each
     config's `Speedup` or error message, in `configs`' order. A run that raises (the child
     died or overran) answers its message for every config: that round times nothing.
-    `fresh_sessions`: new sessions each round (`Retiming.retime_round`); `fresh_process`:
-    in a new child process, for an evaluator that has one (`IsolatedEvaluator.renew`; one
-    that runs in this process has none to renew)."""
-    renew = getattr(evaluator, "renew", None)
-    if fresh_process and renew is not None:
-        renew()
+    `fresh_sessions`: new sessions each round (`Retiming.retime_round`)."""
     order = [(r + i) % len(configs) for i in range(len(configs))]
     try:
         results = evaluator.retime_round(

@@ -6,8 +6,9 @@ fp32 session, so its blocks pool with the trial's (`search.pooled`). A mixin of
 `Evaluator`, whose `_open`, `_quantize`, `_speedup`, `baseline`, `timing_batches`, `timing`,
 `workdir`, `_rounds`, `_round_batch` and `_baseline_warm` it uses.
 
-A confirmation's rounds may each run in a new process (`IsolatedEvaluator.renew`), so what
-a round leaves for the next (each config's quantized file, and where its next pair starts in
+A confirmation runs in a new process (`IsolatedEvaluator.renew`), and a child that died is
+started again, so a round may run in another process than the one before: what a round
+leaves for the next (each config's quantized file, and where its next pair starts in
 the timing batches) is also written under the evaluator's working folder (`ROUNDS_DIR`),
 which every process of one evaluator shares: a new process times the same file from where the
 last round stopped, without quantizing again.

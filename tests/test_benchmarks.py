@@ -159,11 +159,12 @@ def test_confirmation_compares_sequential_slots_and_interleaved_rounds_on_the_sa
         runs = result["runs"][method]
         assert len(runs) == 2 and all(len(r) == 4 for r in runs)
         assert all(c["low"] <= c["speedup"] <= c["high"] for r in runs for c in r)
-    for method in ("slots", "round_robin", "round_robin_fresh", "round_robin_process"):
+    for method in bench.METHODS[1:]:  # every round-robin method
         assert all(c["blocks"] == len(c["rounds"]) == 2 for r in result["runs"][method] for c in r)
         assert set(result[method]["persistent_sd"]) == set(names)
         assert all(sd >= 0 for sd in result[method]["persistent_sd"].values())
-    assert result["children"] == 2 * 2  # round_robin_process: a new child every round
+    # a new child every repeat (2), or every round (2 repeats x 2 rounds)
+    assert result["children"] == {"round_robin_child": 2, "round_robin_process": 2 * 2}
     assert result["sequential"]["persistent_sd"] == {}  # one block a repeat: nothing to split
     bench.print_result(result)
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
@@ -182,7 +183,7 @@ def test_confirmation_runs_only_the_methods_asked_for(tiny_task, capsys):
     bench.print_result(result)
     out = capsys.readouterr().out
     assert "slots" not in out and "round_robin:" in out and "sequential:" in out
-    assert result["children"] == 0  # no child started for methods that run in-process
+    assert result["children"] == {}  # no child started for methods that run in-process
 
 
 def test_timing_noise_reads_sessions_pairs_and_estimators(tiny_task):

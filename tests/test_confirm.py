@@ -85,7 +85,7 @@ def test_a_lucky_config_is_demoted_and_the_new_frontier_is_confirmed_too():
     assert list(front["trial"]) == [1] and front["confirmed"].all()
     assert set(confirmations(study)) >= set(front["trial"])
     assert rounds.fresh and all(rounds.fresh)  # every round on new sessions
-    assert rounds.renewed == list(range(len(rounds.rounds)))  # each in a new process
+    assert rounds.renewed == [0]  # one new process for the confirmation, before its first round
     assert [r for r in rounds.rounds if "lucky" in r] and "poor" not in sum(rounds.rounds, [])
     assert rounds.ended == 2  # two passes, each closing its sessions
     assert all(c["seconds"] == pytest.approx(36.0) for c in done.values())
@@ -199,14 +199,13 @@ def test_a_pass_cut_short_is_run_again_when_the_search_resumes():
     assert len(rounds.rounds) == 6
 
 
-def test_a_round_keeps_the_process_only_when_asked():
-    """`benchmarks/confirm_process.py` times its aged arm in the child it aged."""
+def test_a_round_runs_in_the_process_it_finds():
+    """The confirmation starts its one new process itself (`confirm_frontier`), and
+    `benchmarks/confirm_process.py` times its aged arm in the child it aged."""
     rounds = Rounds({"a": 1.5, "b": 1.2})
     configs = [
         SimpleNamespace(excluded_nodes=["a"], key="a"),
         SimpleNamespace(excluded_nodes=["b"], key="b"),
     ]
-    confirmation_round(rounds, configs, 0, 1.0, fresh_process=False)
-    assert rounds.renewed == []
-    kept = confirmation_round(rounds, configs, 1, 1.0)
-    assert rounds.renewed == [1] and [s.ratio for s in kept] == [1.5, 1.2]  # configs' order
+    kept = [confirmation_round(rounds, configs, r, 1.0) for r in range(2)]
+    assert rounds.renewed == [] and [s.ratio for s in kept[1]] == [1.5, 1.2]  # configs' order
