@@ -77,11 +77,11 @@ bench-scopes: install
 	$(BIN)/python benchmarks/node_scopes.py --rounds 3 --seconds 10
 
 # ~100 minutes: issue 14's acceptance run: 10 confirmations of 4 configs, sequential vs
-# round-robin in a new child with new sessions each round (what the search does), 72 s per
-# config each.
+# round-robin in a new child each confirmation, new sessions each round (what the search
+# does), 72 s per config each.
 bench-confirm: install
 	$(BIN)/python benchmarks/confirmation.py --repeats 10 --seconds 72 --rounds 6 \
-		--methods sequential,round_robin_process
+		--methods sequential,round_robin_child
 
 # ~10 minutes: the search's aged trial process against fresh ones, same rounds (issue 14).
 bench-process: install
@@ -98,13 +98,14 @@ bench-size: install
 bench-ttf: install
 	$(BIN)/python benchmarks/time_to_frontier.py --runs beam-before,beam-per-type,beam,tpe
 
-# ~25 minutes: a static beam and the accuracy-driven fallback on a static space, then each
-# one's fastest static configs within 1 point re-timed side by side in the same rounds.
+# ~30 minutes: a static beam, then the accuracy-driven fallback in the same study from the
+# fastest static config the beam measured (within 1 point or not), then the fastest static
+# configs within 1 point that each found re-timed side by side in the same rounds (issue 13).
 bench-static: install
-	$(BIN)/qsearch run --space static --beam 4 --study static-beam4
-	$(BIN)/qsearch run --space static-fallback --fallback --study static-fallback
-	$(BIN)/python benchmarks/side_by_side.py --study static-beam4 --study static-fallback \
-		--mode static --top 3 --rounds 6 --seconds 10
+	$(BIN)/qsearch run --space static --beam 4 --study static-beam4 --no-confirm
+	$(BIN)/qsearch run --space static --fallback --study static-beam4 --trials 200 --no-confirm
+	$(BIN)/python benchmarks/side_by_side.py --study static-beam4:-fallback \
+		--study static-beam4:fallback --mode static --top 3 --rounds 6 --seconds 10
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -13,8 +13,15 @@ measured in the same rounds (`search.pooled.same_round_interval`: the drift canc
 Accuracy is each trial's own (scoring is deterministic). The studies are only read. Prints a
 table and one JSON line.
 
+`--study NAME:STRATEGY` keeps the trials one strategy proposed (`beam4`, `fallback`, `seed`,
+...; a trial's `strategy` attribute) and `NAME:-STRATEGY` all the others, so a search
+continued by another strategy in the same study (a static beam, then `--fallback` from its
+fastest config) is compared with what it found before (`make bench-static`).
+
     .venv/bin/python benchmarks/side_by_side.py --study zen4-static-beam4 \\
         --study zen4-static-fallback --mode static --top 2 --rounds 6 --seconds 10
+    .venv/bin/python benchmarks/side_by_side.py --study static-beam4:-fallback \\
+        --study static-beam4:fallback --mode static --top 3
 """
 
 from __future__ import annotations
@@ -37,22 +44,48 @@ from search.ranking import within_drop  # noqa: E402
 from search.worker import describe_worker, worker_info  # noqa: E402
 
 
-def picks(study, max_drop: float, mode: str | None, top: int) -> list[dict]:
-    """The study's fastest `top` configs within `max_drop` of fp32 (pooled speedups)."""
+def split_name(spec: str) -> tuple[str, str | None]:
+    """`NAME[:STRATEGY]` -> (study name, strategy filter or None); a study name holds no `:`."""
+    name, colon, strategy = spec.partition(":")
+    if not colon:
+        return name, None
+    if strategy in ("", "-"):
+        raise QsearchError(
+            f"--study {spec!r} names no strategy after ':'; write NAME, NAME:STRATEGY (that "
+            f"strategy's trials, e.g. {name}:fallback) or NAME:-STRATEGY (all the others)"
+        )
+    return name, strategy
+
+
+def _proposed_by(trial, strategy: str | None) -> bool:
+    if strategy is None:
+        return True
+    if strategy.startswith("-"):
+        return trial.user_attrs.get("strategy") != strategy[1:]
+    return trial.user_attrs.get("strategy") == strategy
+
+
+def picks(
+    study, max_drop: float, mode: str | None, top: int, strategy: str | None = None
+) -> list[dict]:
+    """The study's fastest `top` configs within `max_drop` of fp32 (pooled speedups), among
+    the trials `strategy` proposed (see the module docstring)."""
     from search.results import trial_rows
 
     rows = trial_rows(study)
     fp32 = study.user_attrs.get("fp32_accuracy")
     if rows.empty or fp32 is None:
         return []
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     rows = rows[within_drop(rows["accuracy"], fp32, max_drop)]
+    rows = rows[[_proposed_by(trials[int(n)], strategy) for n in rows["trial"]]]
     if mode:
         rows = rows[rows["mode"] == mode]
     rows = rows.sort_values("speedup", ascending=False).head(top)
-    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    label = study.study_name + ("" if strategy is None else f":{strategy}")
     return [
         {
-            "study": study.study_name,
+            "study": label,
             "trial": int(r.trial),
             "accuracy": float(r.accuracy),
             "drop_points": float(r.drop_points),
@@ -109,9 +142,14 @@ def run_benchmark(
     from search.settings import task_for_study
     from search.study import load_study
 
-    studies = [load_study(name, storage) for name in study_names]
+    specs = [split_name(spec) for spec in study_names]
+    studies = [load_study(name, storage) for name, _ in specs]
     _same_task(studies)
-    chosen = [p for s in studies for p in picks(s, max_drop, mode, top)]
+    chosen = [
+        p
+        for s, (_, strategy) in zip(studies, specs, strict=True)
+        for p in picks(s, max_drop, mode, top, strategy)
+    ]
     if not chosen:
         raise QsearchError(
             f"the studies must hold a measured {mode or ''} config within {max_drop} of fp32 "
@@ -171,7 +209,13 @@ def print_result(result: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--study", action="append", required=True, help="repeat for each study")
+    parser.add_argument(
+        "--study",
+        action="append",
+        required=True,
+        help="repeat for each study; NAME:STRATEGY keeps that strategy's trials, "
+        "NAME:-STRATEGY the others",
+    )
     parser.add_argument("--storage", help="one RDB URL holding them all (default: each its own)")
     parser.add_argument("--max-drop", type=float, default=0.01)
     parser.add_argument("--mode", choices=["static", "dynamic"], help="keep one mode's configs")

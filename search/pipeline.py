@@ -101,7 +101,8 @@ class Search:
             before_task()
         task = load_task(settings, task_progress)
         structure = model_structure(task.model_path)
-        space = strategy.bind(space.resolve(task.operators, structure=structure), structure)
+        searched = space.resolve(task.operators, structure=structure)
+        space = strategy.bind(searched, structure)
         base = check_study_name(settings.study or f"{task.name}-{space.name}-{strategy.name}")
         name = group_study_name(base, settings.thread_count) if thread_group else base
         check_study_name(name)
@@ -116,6 +117,7 @@ class Search:
             allow_new_space=settings.continue_with_new_space,
             objective=settings.objective,
             threads=settings.thread_count,
+            unbound_digest=searched.digest,
         )
         study.set_user_attr("settings", settings.to_dict())
         study.set_user_attr("metric", task.metric)

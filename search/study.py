@@ -86,12 +86,24 @@ def open_study(
     allow_new_space: bool = False,
     objective: str = "throughput",
     threads: int = 1,
+    unbound_digest: str | None = None,
 ) -> optuna.Study:
+    """The study `name`, created or resumed. `unbound_digest`: the digest of `space` before
+    the strategy added dimensions to it (the fallback's groups), so a search of that space
+    (a static beam) can be continued by the strategy in the same study."""
     check_study_name(name)
     url = check_storage_url(storage or default_storage(name))
     with claim_lock(url):  # workers started together create the schema and attributes once
         study = _open_study(
-            name, url, space, task_description, sampler, strategy, allow_new_space, objective
+            name,
+            url,
+            space,
+            task_description,
+            sampler,
+            strategy,
+            allow_new_space,
+            objective,
+            unbound_digest,
         )
         check_same_measurement(study, url, task_description, threads)
         return study
@@ -143,6 +155,7 @@ def _open_study(
     strategy: str,
     allow_new_space: bool,
     objective: str,
+    unbound_digest: str | None = None,
 ) -> optuna.Study:
     study = optuna.create_study(
         study_name=name,
@@ -157,7 +170,8 @@ def _open_study(
             f"study {name!r} in {url} measures {attrs['objective']} speed, not {objective}; "
             f"use another --study name"
         )
-    if "space_digest" in attrs and attrs["space_digest"] != space.digest and not allow_new_space:
+    same_space = attrs.get("space_digest") in (space.digest, unbound_digest)
+    if "space_digest" in attrs and not same_space and not allow_new_space:
         raise StorageError(
             f"study {name!r} in {url} was searched with space {attrs.get('space_name')!r} "
             f"({attrs.get('space_source')}), which differs from {space.source}; use another "

@@ -61,3 +61,29 @@ def test_nothing_to_compare_is_said_plainly(two_studies, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: the studies must hold a measured static config")
     assert "['a']" in err
+
+
+def test_a_study_splits_by_the_strategy_that_proposed_each_trial(two_studies, capsys):
+    study = load_study("a", two_studies)
+    proposer = {t.number: t.user_attrs.get("strategy") for t in study.trials}
+    one = proposer[0]
+    argv = ["--study", f"a:{one}", "--study", f"a:-{one}", "--storage", two_studies]
+    assert (
+        side.main([*argv, "--max-drop", "1", "--top", "3", "--rounds", "1", "--seconds", "0.2"])
+        == 0
+    )
+    rows = json.loads(capsys.readouterr().out.splitlines()[-1])["rows"]
+    mine = [r["trial"] for r in rows if r["study"] == f"a:{one}"]
+    others = [r["trial"] for r in rows if r["study"] == f"a:-{one}"]
+    assert mine and all(proposer[n] == one for n in mine)
+    assert all(proposer[n] != one for n in others)
+    measured = set(trial_rows(study)["trial"])
+    assert set(mine) == {n for n in measured if proposer[n] == one}  # 3 trials: all kept
+    assert set(others) == {n for n in measured if proposer[n] != one}
+
+
+@pytest.mark.parametrize("spec", ["a:", "a:-"])
+def test_a_strategy_filter_without_a_strategy_is_said_plainly(two_studies, capsys, spec):
+    assert side.main(["--study", spec, "--storage", two_studies]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --study {spec!r} names no strategy") and "a:fallback" in err

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from search.cli import app
 from search.config import QuantConfig
+from search.ranking import within_drop
 from search.sensitivity import (
     BASE_ROW,
     compute_sensitivity,
@@ -96,3 +97,37 @@ def test_sensitivity_of_a_study_without_a_measured_trial_is_a_clear_error(workdi
     result = runner.invoke(app, ["sensitivity", "--study", "empty"])
     assert result.exit_code == 2 and "must hold a measured trial" in result.output
     assert "Traceback" not in result.output
+
+
+def test_a_fallback_run_continues_a_beam_study_from_the_beams_fastest_config(
+    workdir, tiny_task_dir
+):
+    """`make bench-static`'s path: a static beam, then `--fallback` in the same study, whose
+    base is the fastest config the beam measured (within the bar or not)."""
+    (workdir / "tiny-static.toml").write_text(SPACE)
+    common = ["--task-dir", tiny_task_dir, "--space", "tiny-static.toml", "--study", "both"]
+    common += ["--metric", "agreement", "--max-drop", "0", "--timing-seconds", "0.2"]
+    common += ["--no-presets", "--no-seeds", "--no-confirm", "--no-report"]
+    beam = runner.invoke(app, [str(a) for a in ["run", *common, "--beam", 2, "--trials", 3]])
+    assert beam.exit_code == 0, beam.output
+    study = optuna.load_study(study_name="both", storage="sqlite:///studies/both.db")
+    measured = [r for r in records(study) if r.answers and r.values is not None]
+    assert measured and not any(r.attrs.get("strategy") == "fallback" for r in measured)
+    fastest = max(measured, key=lambda r: r.values[1])
+    base = QuantConfig.from_dict(fastest.attrs["config"])
+
+    fallback = runner.invoke(app, [str(a) for a in ["run", *common, "--fallback", "--trials", 12]])
+    assert fallback.exit_code == 0, fallback.output
+    study = optuna.load_study(study_name="both", storage="sqlite:///studies/both.db")
+    assert study.user_attrs["sensitivity"]["base_key"] == base.key
+    ranked = order(study.user_attrs["sensitivity"])
+    steps = [r for r in records(study) if r.attrs.get("strategy") == "fallback"]
+    fp32 = study.user_attrs["fp32_accuracy"]
+    if within_drop(fastest.values[0], fp32, 0):  # the base is within the bar: nothing to revert
+        assert steps == []
+    else:  # the base's trial answers the first step; the next keeps the most costly group fp32
+        assert steps and steps[0].attrs[GROUPS] == ranked[:1]
+    for step in steps:
+        config = QuantConfig.from_dict(step.attrs["config"])
+        assert config.replace(fp32_groups=base.fp32_groups).key == base.key
+        assert set(config.fp32_groups) == set(base.fp32_groups) | set(step.attrs[GROUPS])
