@@ -98,7 +98,7 @@ bench-size: install
 bench-ttf: install
 	$(BIN)/python benchmarks/time_to_frontier.py --runs beam-before,beam-per-type,beam,tpe
 
-# ~30 minutes: a static beam, then the accuracy-driven fallback in the same study from the
+# ~20-30 minutes: a static beam, then the accuracy-driven fallback in the same study from the
 # fastest static config the beam measured (within 1 point or not), then the fastest static
 # configs within 1 point that each found re-timed side by side in the same rounds (issue 13).
 bench-static: install
