@@ -17,6 +17,9 @@ between candidates (benchmarks/confirmation.py on an AMD EPYC Zen 4: see the REA
 
 Blocks, loads, the budget (warm-up included; checked before every block once each candidate
 has two, so a run ends at most one block past it) and the estimate are `search.measure`'s.
+Where one block of each already ends past the budget (a pair of a BERT-base-size model on a
+slow CPU takes longer than the whole budget), the run stops there, with one block each: a
+second would end more than one block past it.
 `paired_speedup`, a trial's own timing, is this run with one candidate: one timing loop
 serves trials, confirmation rounds and `qsearch measure` alike.
 """
@@ -179,8 +182,10 @@ def _timing_run(
                 continue
             if all(len(x.logs) >= 2 for x in timed if x.active):
                 stopped = _stop(timed, bars, settings, clock() - started, t)
-                if stopped:
-                    break
+            elif all(x.logs for x in timed if x.active) and clock() - started >= settings.seconds:
+                stopped = "budget"  # a second block would end more than one block past it
+            if stopped:
+                break
             begun = clock()
             probe.start()
             in_block = 0

@@ -15,8 +15,12 @@ blocks, so it is only wider.
 sized from the first pair's time so that `min_blocks` of them fit in what is left (never more
 pairs than `block_pairs`), and after every block from the second on timing stops when one
 more block, at the mean block time so far, would end past the budget, so a measurement ends
-within it unless its last block ran longer than the mean (benchmarks/trial_cost.py --model-size
-base shows it on a BERT-base-size model, whose pair takes ~1 s at one thread).
+within it unless its last block ran longer than the mean (benchmarks/model_size.py shows it on
+a BERT-base-size model). Where one pair costs about the whole budget (that model on a slow
+CPU: 14-15 s a pair on an AMD Zen 1 against a 12 s budget), two blocks cannot end within one
+block of it: timing stops after the first block once the budget is spent, and the estimate
+of one block carries the drift floor doubled, as a loaded run's does; the confirmation's
+rounds add the blocks that give a frontier config its real interval.
 
 Other processes' CPU use is read from /proc/stat during every block. Blocks measured while
 another process held more than `load_threshold` of a core are left out of the estimate when
@@ -182,20 +186,26 @@ def timed_run(session, batch: Batch, clock: Callable[[], float]) -> float:
 def estimate_blocks(
     logs: Sequence[float], loads: Sequence[float], settings: TimingSettings, floor: bool = True
 ) -> tuple[Estimate, int]:
-    """The estimate from clean blocks if there are enough, else from all, widened.
-    Without `floor`, the interval is the blocks' own (what more timing can still shrink)."""
+    """The estimate from clean blocks if there are enough, else from all, widened. One block
+    (a budget that held no more, see the module docstring) has no spread to read: its
+    interval is the drift floor, doubled. Without `floor`, the interval is the blocks' own
+    (what more timing can still shrink; infinite for one block)."""
     clean = [x for x, load in zip(logs, loads, strict=True) if load <= settings.load_threshold]
     loaded = len(logs) - len(clean)
     drift = settings.floor if floor else 0.0
-    if len(clean) >= settings.min_blocks:
+    if len(clean) >= max(2, settings.min_blocks):
         return block_estimate(clean, drift), loaded
     est = block_estimate(logs, drift)
+    if len(logs) == 1:  # no spread between blocks to read: the floor, doubled
+        half = 2 * math.log1p(drift) if drift else math.inf
+    elif loaded:
+        half = math.log(est.high / est.ratio)
+    else:
+        return est, loaded
     if loaded:
-        half = 2 * math.log(est.high / est.ratio)
-        est = Estimate(
-            est.ratio, est.ratio * math.exp(-half), est.ratio * math.exp(half), est.blocks
-        )
-    return est, loaded
+        half *= 2
+    low, high = est.ratio * math.exp(-half), est.ratio * math.exp(half)
+    return Estimate(est.ratio, low, high, est.blocks), loaded
 
 
 def timing_result(

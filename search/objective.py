@@ -143,6 +143,19 @@ class Evaluator(Retiming):
             "discordant_examples": d.discordant,
         }
 
+    def _warm_baseline(self) -> None:
+        """fp32's untimed warm-up runs, once per worker: they prepare the worker's reference,
+        not any one trial's measurement, so no trial's budget pays for them."""
+        if self._baseline_warm:
+            return
+        batches = self.timing_batches
+        for i in range(self.timing.warmup_runs):
+            begun = time.perf_counter()
+            self.baseline.run(None, batches[i % len(batches)].inputs)
+            # what the budget's first estimates take fp32's run to cost (search.interleave)
+            self._baseline_seconds = time.perf_counter() - begun
+        self._baseline_warm = True
+
     def _speedup(self, candidate, timing: TimingSettings, race_below: float | None = None):
         """`paired_speedup` against this worker's fp32 session, warmed up once per run."""
         speed = paired_speedup(
@@ -330,8 +343,10 @@ class Evaluator(Retiming):
             same_threads = self.scoring_threads == self.timing.threads
             session = scoring if same_threads else self._open(config, path)
             del scoring
-            # Loading the timing session is not timing: --timing-seconds bounds what follows
-            # (a BERT-base-size session takes ~1 s to load at one thread).
+            self._warm_baseline()
+            # Loading the timing session is not timing, nor is fp32's first warm-up (the
+            # worker's, once): --timing-seconds bounds what follows (a BERT-base-size session
+            # takes ~1 s to load at one thread, and its fp32 run seconds on a slow CPU).
             phases["load"] = time.perf_counter() - t
             t = time.perf_counter()
             frontier = (*context.frontier, (self.fp32_accuracy, 1.0))

@@ -93,6 +93,28 @@ def test_the_budget_holds_for_the_whole_run_warm_up_included():
     assert all(s.stopped == "budget" and s.blocks >= 4 for s in speeds)
 
 
+def test_a_pair_longer_than_the_budget_is_timed_once_and_ends_within_one_block():
+    """fp32 8 s and int8 7 s a batch (a BERT-base-size pair on an AMD Zen 1 took 14-15 s): a
+    second block would end 18 s past a 12 s budget, so timing stops after the first, one
+    block over at most, and its one block carries the drift floor doubled (no spread to
+    read). A pair that fits twice within one block of the budget still gets its two."""
+    settings = TimingSettings(seconds=12, target=1e-6)
+    clock = FakeClock()
+    base, cand = FakeSession(clock, 8.0, 0.02, seed=1), FakeSession(clock, 7.0, 0.02, seed=2)
+    warm = {"clock": clock, "probe": FakeProbe(()), "baseline_warm": True}  # as a worker's is
+    speed = paired_speedup(base, cand, BATCHES, settings, **warm)
+    assert speed.blocks == 1 and speed.pairs == 1 and speed.stopped == "budget"
+    assert clock.now <= 12 + 15  # the candidate's warm-up and one pair: one block over at most
+    assert speed.low == pytest.approx(speed.ratio / 1.05**2)
+    assert speed.high == pytest.approx(speed.ratio * 1.05**2)
+    assert speed.low <= 8 / 7 <= speed.high
+    # ~4 s a pair: after the warm-up and one block 6.5 s of 12 are spent, so a second is timed
+    clock = FakeClock()
+    base, cand = FakeSession(clock, 2.5, 0.02, seed=1), FakeSession(clock, 1.5, 0.02, seed=2)
+    speed = paired_speedup(base, cand, BATCHES, settings, **(warm | {"clock": clock}))
+    assert speed.blocks >= 2 and clock.now <= 12 + 4 * 1.1
+
+
 class Broken:
     def __init__(self, after: int):
         self.after = after

@@ -22,6 +22,7 @@ class Measured:
 
     models: list[int] = field(default_factory=list)
     budgets: list[float] = field(default_factory=list)
+    warm: list[bool] = field(default_factory=list)  # was fp32 warm when the run began?
 
 
 @pytest.fixture
@@ -31,11 +32,13 @@ def measured(monkeypatch) -> Measured:
     def paired(baseline, candidate, batches, settings, **kwargs):
         seen.models.append(1)
         seen.budgets.append(settings.seconds)
+        seen.warm.append(kwargs.get("baseline_warm", False))
         return paired_speedup(baseline, candidate, batches, settings, **kwargs)
 
     def interleaved(baseline, candidates, batches, settings, **kwargs):
         seen.models.append(len(candidates))
         seen.budgets.append(settings.seconds)
+        seen.warm.append(kwargs.get("baseline_warm", False))
         return interleaved_speedups(baseline, candidates, batches, settings, **kwargs)
 
     monkeypatch.setattr(objective, "paired_speedup", paired)
@@ -52,6 +55,8 @@ def test_the_options_gain_and_the_candidate_share_one_budget(tiny_task, measured
         first = evaluator.evaluate(options)
         # one run times fp32 under the options and the candidate together, in one budget
         assert measured.models == [2] and measured.budgets == [pytest.approx(0.6)]
+        # fp32's first warm-up is the worker's, made before the phase the budget bounds
+        assert measured.warm == [True] and first.attrs["phase_seconds"]["load"] > 0
         gain = first.attrs["fp32_options_speedup"]
         assert gain > 0 and first.attrs["timing"]["pairs"] >= 2
 
@@ -119,7 +124,7 @@ def test_a_gain_the_budget_cannot_hold_is_left_unmeasured_and_not_tried_again(ti
         options = QuantConfig(operators=("MatMul",), disabled_fusions=("SkipLayerNormFusion",))
         first = evaluator.evaluate(options)
         assert measured.models == [2] and first.attrs["fp32_options_speedup"] is None
-        assert first.attrs["timing"]["blocks"] >= 2 and first.speedup > 0
+        assert first.attrs["timing"]["blocks"] == 1 and first.speedup > 0  # all it could hold
         measured.models.clear()
         again = evaluator.evaluate(options.replace(per_channel=True))
         assert measured.models == [1] and again.attrs["fp32_options_speedup"] is None
