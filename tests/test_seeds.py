@@ -35,7 +35,7 @@ def test_every_recipe_is_a_valid_config_with_its_evidence():
                 "avx2-dynamic-per-tensor",
             ],
         ),
-        (["avx2"], ["avx2-dynamic-per-tensor"]),
+        (["avx2"], ["avx2-dynamic-weight-matmuls-per-tensor", "avx2-dynamic-per-tensor"]),
         (["asimddp"], ["arm64-dot-product"]),
         ([], []),
     ],
