@@ -14,8 +14,9 @@ of the same task, each run's trials until it first held *that* run's final front
 answer the search gave before, against the trials the beam before needed to stop.
 
 Runs (`--runs`): `beam-before` (the beam as it was before issue 15: no seed recipes, no move
-deferral, `--no-seeds --no-defer-moves`, on the per-operator-type space), `beam-per-type`
-(the beam as shipped on that same space: the comparison of trials to convergence), `beam`
+deferral, no stop on ties: `--no-seeds --no-defer-moves --no-settle-ties`, on the
+per-operator-type space), `beam-per-type` (the beam as shipped on that same space: the
+comparison of trials to convergence), `beam`
 (`--beam 4` as shipped: seeds, the default space) and `tpe` (`--sampler tpe`), on the
 default task; `--bert-base` adds the same runs on the BERT-base-size classifier of
 benchmarks/model_size.py (random weights, the `agreement` metric). Each run is an ordinary
@@ -46,7 +47,10 @@ from search.trial_kind import is_measured  # noqa: E402
 from search.worker import describe_worker, worker_info  # noqa: E402
 
 RUNS = {
-    "beam-before": ["--beam", "4", "--no-seeds", "--no-defer-moves", "--space", "per-type"],
+    "beam-before": [
+        *("--beam", "4", "--no-seeds", "--no-defer-moves", "--no-settle-ties"),
+        *("--space", "per-type"),
+    ],
     "beam-per-type": ["--beam", "4", "--space", "per-type"],  # after, on the space of before
     "beam": ["--beam", "4"],
     "tpe": ["--sampler", "tpe", "--trials", "60"],

@@ -136,6 +136,12 @@ def run(
         "more tries, clearly taken together; when nothing else is left it is tried again on "
         "the best member only.",
     ),
+    settle_ties: bool = _setting_opt(
+        "--settle-ties/--no-settle-ties",
+        "Let the beam stop when a round changed its kept members only by ties: newcomers whose "
+        "speedup interval reaches the member they push out, no more accurate and on the same "
+        "side of --max-drop.",
+    ),
     presets: bool = _setting_opt(
         "--presets/--no-presets",
         "Also measure Optimum's dynamic CPU presets (avx2, avx512, avx512_vnni, arm64).",

@@ -94,6 +94,7 @@ class Search:
             max_drop=settings.max_drop,
             fallback=settings.fallback,
             defer_moves=settings.defer_moves,
+            settle_ties=settings.settle_ties,
         )
         if settings.storage is not None:
             check_storage_url(settings.storage)  # refused before the task is built

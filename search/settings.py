@@ -69,6 +69,9 @@ class RunSettings:
     # The beam puts off a one-dimension move that lost every one of 3+ tries, clearly taken
     # together (`BeamSearch.deferred`); off, it tries every move every round, as before.
     defer_moves: bool = _setting(True, "search")
+    # The beam stops when a round changed its kept set only by ties (`search.strategies.beam.
+    # only_ties`); off, any change of the kept set is another round, as before.
+    settle_ties: bool = _setting(True, "search")
     confirm: bool = _setting(True, "search")
     report: bool = True
     task_dir: Path | None = _setting(None, "model")

@@ -281,3 +281,55 @@ def test_members_behind_a_deferred_move_are_not_expanded():
         counts[defer] = (dtypes.count("int8"), dtypes.count("uint8"))
     assert counts[False] == (8, 8)  # the plain beam measures every config of the space
     assert counts[True][0] == 8 and counts[True][1] < 8
+
+
+class Noisy(FakeEvaluator):
+    """Every config of the small space at 1.5x give or take 1%, each with a 95% interval of
+    +-5%, as a 12 s trial reads here: per-channel and asymmetric weights read a little higher
+    by chance, so each round pushes out a member that no timing could tell from it. Reduce
+    range is 20% faster (intervals apart): a real step the beam must still take."""
+
+    def evaluate(self, config, context=None):
+        result = super().evaluate(config, context)
+        speedup = 1.5 * (1 + 0.01 * config.per_channel + 0.01 * (not config.weights_symmetric))
+        speedup *= 1.2 if config.reduce_range else 1.0
+        attrs = {**result.attrs, "speedup_low": speedup * 0.95, "speedup_high": speedup * 1.05}
+        return type(result)(0.8, speedup, attrs)
+
+
+def test_the_beam_stops_when_a_round_changes_its_members_only_by_ties():
+    space = SearchSpace.from_text(SMALL_DYNAMIC).resolve(MODEL_OPS)
+    finals = {}
+    for settle in (True, False):
+        study = new_study()
+        strategy = make_strategy(1, None, settle_ties=settle)  # what --no-settle-ties builds
+        run_search(study, space, strategy, Noisy(), trials=60)
+        done = [r for r in records(study) if r.values]
+        configs = [QuantConfig.from_dict(r.attrs["config"]) for r in done]
+        assert BeamSearch(width=1, settle_ties=settle).next_round(study, space).converged
+        finals[settle] = (len(done), max(configs, key=lambda c: c.reduce_range).reduce_range)
+    # Both took the clear step to reduce_range; only the beam without the rule went on
+    # climbing the 1% steps, a round of neighbours each.
+    assert finals[True][1] and finals[False][1]
+    assert finals[True][0] < finals[False][0]
+
+
+def test_only_ties_compares_each_newcomer_with_the_member_it_pushes_out():
+    from search.strategies.beam import only_ties
+
+    def record(key, accuracy, speedup, spread=0.05):
+        attrs = {"speedup_low": speedup * (1 - spread), "speedup_high": speedup * (1 + spread)}
+        return Record(0, key, optuna.trial.TrialState.COMPLETE, (accuracy, speedup), attrs, None)
+
+    done = {
+        "a": record("a", 0.80, 1.50),
+        "b": record("b", 0.80, 1.55),  # reaches a's interval: a tie
+        "c": record("c", 0.80, 1.80),  # clearly faster than a
+        "d": record("d", 0.70, 1.56),  # a tie in speed, but past the 1-point bar
+    }
+    assert only_ties(["b"], ["a"], done, FP32, 0.01)
+    assert only_ties(["a"], ["a"], done, FP32, 0.01)
+    assert not only_ties(["c"], ["a"], done, FP32, 0.01)
+    assert not only_ties(["d"], ["a"], done, FP32, 0.01)
+    assert not only_ties(["b", "a"], ["a"], done, FP32, 0.01)  # the beam grew
+    assert not only_ties(["b"], ["a"], done, FP32, 0.01, behind=frozenset({"a"}))

@@ -52,6 +52,7 @@ seed = 7
 presets = false
 seeds = false
 defer_moves = false
+settle_ties = false
 confirm = false
 storage = "sqlite:///elsewhere.db"
 isolate = false

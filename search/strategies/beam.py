@@ -5,7 +5,8 @@ the seed recipes the search began with (`search.seeds`). Each
 later round keeps the `width` best configs so far, in the order documented in
 `search.ranking`, and evaluates their neighbours: one more operator, or one other dimension
 changed. A config is never evaluated twice (equal canonical configs share a key). The search
-stops when a round leaves the kept set unchanged, or when no new neighbour is left.
+stops when a round leaves the kept set unchanged or changes it only by ties (`only_ties`), or
+when no new neighbour is left.
 
 The beam keeps no state: `next_round` replays the rounds from the study's finished trials,
 so a killed search resumes where it stopped, and trials evaluated by anyone else (Optimum's
@@ -22,7 +23,7 @@ from optuna.trial import TrialState
 
 from search.config import QuantConfig
 from search.errors import ConfigError
-from search.ranking import beam_order
+from search.ranking import beam_order, within_drop
 from search.space import SearchSpace
 from search.space_walk import neighbours
 from search.strategies.base import Proposal, Record, Strategy, records
@@ -78,6 +79,39 @@ def _log_ratio(a: Record, b: Record) -> tuple[float, float]:
     return math.log(b.values[1] / a.values[1]), math.hypot(error(a), error(b))
 
 
+def _speed_interval(r: Record) -> tuple[float, float]:
+    return r.attrs.get("speedup_low", r.values[1]), r.attrs.get("speedup_high", r.values[1])
+
+
+def only_ties(
+    top: list[str],
+    kept: list[str],
+    done: dict[str, Record],
+    fp32: float,
+    max_drop: float,
+    behind: frozenset[str] = frozenset(),
+) -> bool:
+    """Whether the members `top` brings in, against the `kept` beam of the round before, are
+    ties of those they push out: paired in rank order, each newcomer is on the same side of
+    the accuracy bar as the member it replaces, its speedup interval reaches that member's,
+    and it is not clearly more accurate (`_more_accurate`). Such a round changed the beam by
+    the timing's noise alone: a neighbour that reads a few percent high by chance pushed out
+    a member it cannot be told from, and expanding it would buy another round of neighbours
+    for nothing the confirmation could tell apart. A member pushed out for standing `behind`
+    a deferred move left for a reason, not by chance: that round counts."""
+    new = [k for k in top if k not in kept]
+    gone = [k for k in kept if k not in top]
+    if len(new) != len(gone) or any(k in behind for k in gone):
+        return False
+    for n, g in zip(new, gone, strict=True):
+        a, b = done[n], done[g]
+        if within_drop(a.values[0], fp32, max_drop) != within_drop(b.values[0], fp32, max_drop):
+            return False
+        if _speed_interval(a)[0] > _speed_interval(b)[1] or _more_accurate(a, b):
+            return False
+    return True
+
+
 def _best_held(held: dict[str, dict[str, QuantConfig]], top: list[str]) -> dict[str, QuantConfig]:
     """The deferred neighbours of the best-ranked member of `top` that has any."""
     for key in top:
@@ -119,10 +153,17 @@ def _judge(tries: dict[str, list[tuple[str, Record, Record]]]) -> dict[str, str]
 
 
 class BeamSearch(Strategy):
-    def __init__(self, width: int = 4, max_drop: float = 0.01, defer_moves: bool = True) -> None:
+    def __init__(
+        self,
+        width: int = 4,
+        max_drop: float = 0.01,
+        defer_moves: bool = True,
+        settle_ties: bool = True,
+    ) -> None:
         self.width = width
         self.max_drop = max_drop
         self.defer_moves = defer_moves  # off: every move every round (the beam before)
+        self.settle_ties = settle_ties  # off: any change of the kept set is another round
         self.name = f"beam{width}"
 
     def initial(self, space: SearchSpace) -> list[QuantConfig]:
@@ -220,7 +261,10 @@ class BeamSearch(Strategy):
             # Members one deferred move away from another member (the moved side of a try)
             behind = frozenset(key for move in deferred for key, _, _ in tries[move])
             top = self.top(list(members), done, fp32, behind)
-            if kept is not None and set(top) == set(kept):
+            if kept is not None and (
+                set(top) == set(kept)
+                or (self.settle_ties and only_ties(top, kept, done, fp32, self.max_drop, behind))
+            ):
                 return Round(number, [], top, converged=True, deferred=deferred)
             kept = top
             fresh: dict[str, QuantConfig] = {}

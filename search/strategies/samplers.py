@@ -65,6 +65,7 @@ def make_strategy(
     max_drop: float = 0.01,
     fallback: bool = False,
     defer_moves: bool = True,
+    settle_ties: bool = True,
 ) -> Strategy:
     if beam is not None and sampler is not None:
         raise QsearchError("use either --beam K or --sampler NAME, not both")
@@ -78,7 +79,9 @@ def make_strategy(
         width = 4 if beam is None else beam
         if width < 1:
             raise QsearchError(f"--beam must be a width of at least 1, but got {width}")
-        return BeamSearch(width=width, max_drop=max_drop, defer_moves=defer_moves)
+        return BeamSearch(
+            width=width, max_drop=max_drop, defer_moves=defer_moves, settle_ties=settle_ties
+        )
     if sampler not in SAMPLERS:
         raise QsearchError(f"--sampler must be one of {', '.join(SAMPLERS)}, but got {sampler!r}")
     if sampler == "grid":
