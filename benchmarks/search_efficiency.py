@@ -29,6 +29,7 @@ The table itself (building, reading back, answering evaluations) is in `efficien
 
     .venv/bin/python benchmarks/search_efficiency.py --build      # ~40 min, quiet machine
     .venv/bin/python benchmarks/search_efficiency.py --seeds 5    # seconds
+    .venv/bin/python benchmarks/search_efficiency.py --strategies beam4,beam4-unsettled --budgets 1
 """
 
 from __future__ import annotations
@@ -99,12 +100,19 @@ def hypervolume(points: Iterable[Sequence[float]], reference: Sequence[float]) -
 # --- replay -------------------------------------------------------------------------------
 
 
+UNSETTLED = "-unsettled"  # beamK-unsettled: the beam without its stop on ties (--no-settle-ties)
+
+
 def strategy_for(name: str, seed: int, max_drop: float):
-    """`beamK` or a sampler name (tpe, random, nsga2, grid) -> a strategy."""
+    """`beamK`, `beamK-unsettled` or a sampler name (tpe, random, nsga2, grid) -> a strategy."""
     if name.startswith("beam"):
-        if not name[4:].isdigit():
-            raise QsearchError(f"--strategies must name beam widths as beamK, but got {name!r}")
-        return make_strategy(int(name[4:]), None, seed=seed, max_drop=max_drop)
+        width = name[4:].removesuffix(UNSETTLED)
+        if not width.isdigit():
+            raise QsearchError(
+                f"--strategies must name beam widths as beamK or beamK{UNSETTLED}, but got {name!r}"
+            )
+        settle = not name.endswith(UNSETTLED)
+        return make_strategy(int(width), None, seed=seed, max_drop=max_drop, settle_ties=settle)
     return make_strategy(None, name, seed=seed, max_drop=max_drop)
 
 
@@ -300,14 +308,15 @@ def print_results(table: Table, rows: list[dict], reference: tuple[float, float]
         f"seeds (mean evaluated trials). Beam is deterministic: one seed."
     )
     budgets = {f: next(r["budget"] for r in rows if r["fraction"] == f) for f in fractions}
-    header = f"{'strategy':<9} {'seeds':>5}" + "".join(
+    wide = max(9, *(len(r["strategy"]) for r in rows))
+    header = f"{'strategy':<{wide}} {'seeds':>5}" + "".join(
         f" {f'{100 * f:g}% ({budgets[f]})':>22}" for f in fractions
     )
     print(header)
     print("-" * len(header))
     for name in dict.fromkeys(r["strategy"] for r in rows):
         seeds = next(r["seeds"] for r in rows if r["strategy"] == name)
-        line = f"{name:<9} {seeds:>5}"
+        line = f"{name:<{wide}} {seeds:>5}"
         for f in fractions:
             c = cells.get((name, f))
             text = (

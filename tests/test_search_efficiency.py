@@ -173,6 +173,11 @@ def test_a_reference_above_every_config_and_bad_options_are_refused(table):
         bench.replay(table, "random", 5, 0, (FP32 + 0.1, 1.0))
     with pytest.raises(QsearchError, match="beamK"):
         bench.replay(table, "beamx", 5, 0, (FP32 - 0.05, 1.0))
+    with pytest.raises(QsearchError, match="beamK-unsettled"):
+        bench.replay(table, "beam-unsettled", 5, 0, (FP32 - 0.05, 1.0))
+    # the beam without its stop on ties, as --no-settle-ties builds it
+    assert not bench.strategy_for("beam4-unsettled", 0, 0.01).settle_ties
+    assert bench.strategy_for("beam4", 0, 0.01).settle_ties
     with pytest.raises(QsearchError, match="--sampler must be one of"):
         bench.replay(table, "cmaes", 5, 0, (FP32 - 0.05, 1.0))
     with pytest.raises(QsearchError, match="--budgets"):
