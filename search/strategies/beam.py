@@ -80,6 +80,7 @@ def _log_ratio(a: Record, b: Record) -> tuple[float, float]:
 
 
 def _speed_interval(r: Record) -> tuple[float, float]:
+    """A trial's 95% speedup interval; without one, its speedup taken as exact."""
     return r.attrs.get("speedup_low", r.values[1]), r.attrs.get("speedup_high", r.values[1])
 
 
@@ -202,13 +203,7 @@ class BeamSearch(Strategy):
         ]
         complete = useful or complete
         points = [done[k].values for k in complete]
-        intervals = [
-            (
-                done[k].attrs.get("speedup_low", done[k].values[1]),
-                done[k].attrs.get("speedup_high", done[k].values[1]),
-            )
-            for k in complete
-        ]
+        intervals = [_speed_interval(done[k]) for k in complete]
         order = beam_order(points, fp32_accuracy, self.max_drop, intervals)
         return [complete[i] for i in order[: self.width]]
 
