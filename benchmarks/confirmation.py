@@ -13,7 +13,11 @@ the default task, three ways, with the same timing per config each way:
 - round_robin_child: the same in a child process (`search.isolation.IsolatedEvaluator`),
   a new one each repeat kept through its rounds: what `qsearch run`'s confirmation does
   (`search.confirm.FRESH_PROCESS`);
-- round_robin_process: the same in a new child each round.
+- round_robin_process: the same in a new child each round;
+- round_robin_children: the same in two children of one evaluator, new each repeat,
+  taking turns a round each (`TakingTurns`): if what persists through a repeat's rounds
+  were an offset of the process, pooling two would average it (`process_sd` measures it
+  from the two children's rounds of the same minutes).
 
 Why: sequential re-timing lets the machine's drift between minutes decide the order of the
 configs (five sequential 36 s confirmations once all read ~6% low); rounds make the drift
@@ -59,8 +63,14 @@ METHODS = (
     "round_robin_fresh",
     "round_robin_child",
     "round_robin_process",
+    "round_robin_children",
 )
-IN_CHILD = ("round_robin_child", "round_robin_process")
+IN_CHILD = ("round_robin_child", "round_robin_process", "round_robin_children")
+RENEW = {
+    "round_robin_child": "repeat",
+    "round_robin_process": "round",
+    "round_robin_children": "repeat",
+}
 
 
 def candidates() -> dict[str, QuantConfig]:
@@ -123,6 +133,55 @@ def round_robin(
     return [{**pool(b).to_dict(), "rounds": [x["speedup"] for x in b]} for b in blocks]
 
 
+class TakingTurns:
+    """An `IsolatedEvaluator` and its `sibling`, taking turns a round each (`retime_round`),
+    both new at `renew`; they share the rounds' files and batch positions (`search.retime`)."""
+
+    def __init__(self, evaluator) -> None:
+        self.children = [evaluator, evaluator.sibling()]
+        self._turn = 0
+
+    def retime_round(self, configs, seconds=None, fresh_sessions=False):
+        child = self.children[self._turn % 2]
+        self._turn += 1
+        return child.retime_round(configs, seconds=seconds, fresh_sessions=fresh_sessions)
+
+    def renew(self) -> None:
+        self._turn = 0
+        for child in self.children:
+            child.renew()
+
+    def end_rounds(self) -> None:
+        for child in self.children:
+            child.end_rounds()
+
+    def close(self) -> None:
+        for child in reversed(self.children):  # the sibling first: the folder is the first's
+            child.close()
+
+
+def _starts(child) -> int:
+    return sum(c.starts for c in getattr(child, "children", [child]))
+
+
+def process_sd(repeats: list[list[dict]], j: int) -> float:
+    """For rounds that alternate between two processes (even rounds in one, odd in the
+    other): the SD of the offset a process keeps for its life, from the difference between
+    the two processes' mean log speedups in the same repeat beyond what their rounds'
+    spread explains (E[d^2] = 2 p^2 + the two means' variances)."""
+    diffs, within = [], []
+    for rep in repeats:
+        logs = np.log(rep[j]["rounds"])
+        a, b = logs[0::2], logs[1::2]
+        if len(a) < 2 or len(b) < 2:
+            continue
+        diffs.append(np.mean(a) - np.mean(b))
+        within.append(np.var(a, ddof=1) / len(a) + np.var(b, ddof=1) / len(b))
+    if not diffs:
+        return 0.0
+    return float(np.sqrt(max(0.0, (np.mean(np.square(diffs)) - np.mean(within)) / 2)))
+
+
 def _cv(values) -> float:
     values = np.asarray(values, dtype=float)
     return float(np.std(values, ddof=1) / np.mean(values)) if len(values) > 1 else 0.0
@@ -151,8 +210,10 @@ def summarize(names: list[str], repeats: list[list[dict]]) -> dict:
             within = float(np.mean([np.var(x, ddof=1) / len(x) for x in logs if len(x) > 1]))
             between = float(np.var([np.mean(x) for x in logs], ddof=1))
             persistent[n] = float(np.sqrt(max(0.0, between - within)))
+    per_process = {n: process_sd(repeats, j) for j, n in enumerate(names)} if persistent else {}
     return {
         "persistent_sd": persistent,
+        "process_sd": per_process,  # meaningful where rounds alternate between two processes
         "speedup_cv": {n: _cv(speeds[:, j]) for j, n in enumerate(names)},
         "median_speedup": {n: float(medians[j]) for j, n in enumerate(names)},
         "pairs": pairs,
@@ -184,6 +245,8 @@ def run_benchmark(
     evaluator = Evaluator(task, timing)
     # a child for each method that runs in one: renewed each repeat, or each round
     children = {m: IsolatedEvaluator(task, timing) for m in IN_CHILD if m in methods}
+    if "round_robin_children" in children:
+        children["round_robin_children"] = TakingTurns(children["round_robin_children"])
     runs: dict[str, list[list[dict]]] = {m: [] for m in methods}
     try:
         for r in range(repeats):
@@ -198,9 +261,7 @@ def run_benchmark(
                         rounds,
                         slots=method == "slots",
                         fresh=method in ("round_robin_fresh", *IN_CHILD),
-                        renew={"round_robin_child": "repeat", "round_robin_process": "round"}.get(
-                            method
-                        ),
+                        renew=RENEW.get(method),
                     )
                 runs[method].append(result)
                 speeds = ", ".join(f"{c['speedup']:.3f}" for c in result)
@@ -211,7 +272,7 @@ def run_benchmark(
             child.close()
     return {
         "cpu": describe_worker(worker_info()),
-        "children": {m: child.starts for m, child in children.items()},  # processes started
+        "children": {m: _starts(child) for m, child in children.items()},  # processes started
         "configs": {n: c.describe() for n, c in configs.items()},
         "seconds_per_config": seconds,
         "rounds": rounds,
@@ -273,6 +334,8 @@ def print_result(result: dict) -> None:
         for name, cv in s["speedup_cv"].items():
             kept = s.get("persistent_sd", {}).get(name)
             persists = "" if kept is None else f"  persistent per repeat {100 * kept:.2f}%"
+            if method == "round_robin_children":
+                persists += f", per process {100 * s['process_sd'][name]:.2f}%"
             print(
                 f"  {name:<42} median {s['median_speedup'][name]:.3f}x  CV {100 * cv:.2f}%"
                 + persists

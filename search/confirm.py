@@ -56,6 +56,12 @@ FRESH_SESSIONS = True
 # --seconds 18` read the ratio between two configs with CVs of 0.7-5.0% across repeats
 # (0.35-1.29% in one kept child, 0.71-1.76% in the parent's process), and the order of
 # the four configs in 1 of 3 repeats: each new process draws its sessions' speeds again.
+# Nor two kept children taking turns a round each: what persists through one child's
+# rounds belongs to the minutes, not the process (AMD EPYC Zen 3, `confirmation.py
+# --repeats 10 --seconds 36 --methods round_robin_child,round_robin_children`: the two
+# children's rounds of the same minutes differed by no offset of their own for 3 of 4
+# configs, 1.5% for the fourth, and the ratios spread with CVs of 1.10-2.35% against
+# 1.20-1.88% in one child).
 FRESH_PROCESS = True
 
 ROUNDS_PER_PASS = 6  # each candidate timed in 6 rounds: 6 blocks, each in other minutes

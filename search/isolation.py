@@ -17,6 +17,7 @@ reading a task's megabytes would leave the parent blocked in that write forever.
 from __future__ import annotations
 
 import contextlib
+import copy
 import ctypes
 import multiprocessing
 import pickle
@@ -127,6 +128,7 @@ class IsolatedEvaluator:
         self._conn = None
         self._fp32_accuracy: float | None = None
         self.starts = 0  # children started: more than one means trials crashed or overran
+        self._owns_workdir = True
 
     def _start(self) -> None:
         self.starts += 1
@@ -212,6 +214,17 @@ class IsolatedEvaluator:
             self.call("end_rounds")
         shutil.rmtree(self.workdir / ROUNDS_DIR, ignore_errors=True)  # whichever child wrote it
 
+    def sibling(self) -> IsolatedEvaluator:
+        """Another child of the same evaluator: the same spec and working folder (so the
+        confirmation rounds' quantized files and where each config's next pair starts are
+        shared, `search.retime`), its own process. Closing it leaves the folder to this one."""
+        other = copy.copy(self)
+        other._process = other._conn = None
+        other.starts = 0
+        other._owns_workdir = False
+        return other
+
     def close(self) -> None:
         self._stop()
-        shutil.rmtree(self.workdir, ignore_errors=True)
+        if self._owns_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)

@@ -103,10 +103,14 @@ class Retiming:
                 self._round_batch[key] = int(saved["next_batch"])
             self._rounds[key] = (self._open(config, path), out, path)
             self._save_round(key)
-        elif fresh:
-            _, out, path = self._rounds[key]
-            self._rounds[key] = (None, out, path)  # the old session goes first
-            self._rounds[key] = (self._open(config, path), out, path)
+        else:
+            if fresh:
+                _, out, path = self._rounds[key]
+                self._rounds[key] = (None, out, path)  # the old session goes first
+                self._rounds[key] = (self._open(config, path), out, path)
+            saved = self._saved_round(key)  # another process may have timed the last round
+            if saved is not None:
+                self._round_batch[key] = int(saved["next_batch"])
         return self._rounds[key][0]
 
     def _saved_round(self, key: str) -> dict | None:

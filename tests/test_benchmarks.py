@@ -163,8 +163,13 @@ def test_confirmation_compares_sequential_slots_and_interleaved_rounds_on_the_sa
         assert all(c["blocks"] == len(c["rounds"]) == 2 for r in result["runs"][method] for c in r)
         assert set(result[method]["persistent_sd"]) == set(names)
         assert all(sd >= 0 for sd in result[method]["persistent_sd"].values())
-    # a new child every repeat (2), or every round (2 repeats x 2 rounds)
-    assert result["children"] == {"round_robin_child": 2, "round_robin_process": 2 * 2}
+    # a new child every repeat (2), or every round (2 repeats x 2 rounds), or two each repeat
+    assert result["children"] == {
+        "round_robin_child": 2,
+        "round_robin_process": 2 * 2,
+        "round_robin_children": 2 * 2,
+    }
+    assert set(result["round_robin_children"]["process_sd"]) == set(names)
     assert result["sequential"]["persistent_sd"] == {}  # one block a repeat: nothing to split
     bench.print_result(result)
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

@@ -149,3 +149,29 @@ def test_renewed_rounds_go_on_in_a_new_child_from_where_the_last_stopped(tiny_ta
         assert not (isolated.workdir / ROUNDS_DIR).exists()
     finally:
         isolated.close()
+
+
+def test_a_sibling_is_another_live_child_that_goes_on_from_where_the_other_stopped(tiny_task):
+    """Rounds taking turns between a child and its `sibling` (as `benchmarks/confirmation.py`'s
+    round_robin_children does) run in two processes, each kept through its rounds; a child
+    times the file the other quantized and starts its round where the other's last round
+    stopped, so the rounds go on through the timing batches; closing the sibling leaves the
+    shared folder to the first child."""
+    config = QuantConfig(mode="dynamic", operators=("MatMul",))
+    first = IsolatedEvaluator(tiny_task, FAST)
+    second = first.sibling()
+    state = first.workdir / ROUNDS_DIR / f"{config.key}.json"
+    try:
+        timed = [c.retime_round([config], seconds=0.1)[0] for c in (first, second, first)]
+        assert first.starts == second.starts == 1  # each started once, kept through its rounds
+        assert first._process.pid != second._process.pid and second.workdir == first.workdir
+        pairs = sum(s.pairs for s in timed)
+        assert json.loads(state.read_text())["next_batch"] == pairs
+        # the first child's own count went on past the round the second timed in between
+        assert first.call("_round_batch")[config.key] == pairs
+        second.close()
+        assert first.workdir.is_dir() and state.is_file()  # the first child's, to remove
+    finally:
+        second.close()
+        first.close()
+    assert not first.workdir.exists()
