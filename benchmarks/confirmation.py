@@ -66,6 +66,7 @@ METHODS = (
     "round_robin_children",
 )
 IN_CHILD = ("round_robin_child", "round_robin_process", "round_robin_children")
+ALTERNATING = ("round_robin_children",)  # two children taking turns a round each
 RENEW = {
     "round_robin_child": "repeat",
     "round_robin_process": "round",
@@ -187,8 +188,9 @@ def _cv(values) -> float:
     return float(np.std(values, ddof=1) / np.mean(values)) if len(values) > 1 else 0.0
 
 
-def summarize(names: list[str], repeats: list[list[dict]]) -> dict:
-    """CVs, order stability and interval coverage of one method's repeats."""
+def summarize(names: list[str], repeats: list[list[dict]], alternating: bool = False) -> dict:
+    """CVs, order stability and interval coverage of one method's repeats; `alternating`:
+    its rounds took turns between two processes, so `process_sd` means something."""
     speeds = np.asarray([[c["speedup"] for c in rep] for rep in repeats])  # repeats x configs
     medians = np.median(speeds, axis=0)
     median_order = list(np.argsort(-medians))
@@ -210,10 +212,12 @@ def summarize(names: list[str], repeats: list[list[dict]]) -> dict:
             within = float(np.mean([np.var(x, ddof=1) / len(x) for x in logs if len(x) > 1]))
             between = float(np.var([np.mean(x) for x in logs], ddof=1))
             persistent[n] = float(np.sqrt(max(0.0, between - within)))
-    per_process = {n: process_sd(repeats, j) for j, n in enumerate(names)} if persistent else {}
+    per_process = {}
+    if alternating and persistent:
+        per_process = {n: process_sd(repeats, j) for j, n in enumerate(names)}
     return {
         "persistent_sd": persistent,
-        "process_sd": per_process,  # meaningful where rounds alternate between two processes
+        "process_sd": per_process,
         "speedup_cv": {n: _cv(speeds[:, j]) for j, n in enumerate(names)},
         "median_speedup": {n: float(medians[j]) for j, n in enumerate(names)},
         "pairs": pairs,
@@ -245,8 +249,9 @@ def run_benchmark(
     evaluator = Evaluator(task, timing)
     # a child for each method that runs in one: renewed each repeat, or each round
     children = {m: IsolatedEvaluator(task, timing) for m in IN_CHILD if m in methods}
-    if "round_robin_children" in children:
-        children["round_robin_children"] = TakingTurns(children["round_robin_children"])
+    for method in ALTERNATING:
+        if method in children:
+            children[method] = TakingTurns(children[method])
     runs: dict[str, list[list[dict]]] = {m: [] for m in methods}
     try:
         for r in range(repeats):
@@ -277,7 +282,7 @@ def run_benchmark(
         "seconds_per_config": seconds,
         "rounds": rounds,
         "methods": list(methods),
-        **{m: summarize(names, runs[m]) for m in methods},
+        **{m: summarize(names, runs[m], m in ALTERNATING) for m in methods},
         "runs": runs,
     }
 
@@ -334,7 +339,7 @@ def print_result(result: dict) -> None:
         for name, cv in s["speedup_cv"].items():
             kept = s.get("persistent_sd", {}).get(name)
             persists = "" if kept is None else f"  persistent per repeat {100 * kept:.2f}%"
-            if method == "round_robin_children":
+            if name in s.get("process_sd", {}):
                 persists += f", per process {100 * s['process_sd'][name]:.2f}%"
             print(
                 f"  {name:<42} median {s['median_speedup'][name]:.3f}x  CV {100 * cv:.2f}%"

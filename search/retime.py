@@ -87,9 +87,13 @@ class Retiming:
 
     def _round_session(self, config: QuantConfig, fresh: bool = False):
         key = config.key
+        # the last round of this config, by this process or another of this evaluator (an
+        # earlier one, or a sibling taking turns): its file, and where its next pair starts
+        saved = self._saved_round(key)
+        own = self._round_batch.get(key, 0)
+        self._round_batch[key] = own if saved is None else int(saved["next_batch"])
         if key not in self._rounds:
             out = self.workdir / ROUNDS_DIR / key
-            saved = self._saved_round(key)  # a round of an earlier process of this evaluator
             if saved is None:
                 out.mkdir(parents=True, exist_ok=True)
                 try:
@@ -97,20 +101,14 @@ class Retiming:
                 except TrialError:
                     shutil.rmtree(out, ignore_errors=True)
                     raise
-                self._round_batch[key] = 0
             else:
                 path = Path(saved["model"])
-                self._round_batch[key] = int(saved["next_batch"])
             self._rounds[key] = (self._open(config, path), out, path)
             self._save_round(key)
-        else:
-            if fresh:
-                _, out, path = self._rounds[key]
-                self._rounds[key] = (None, out, path)  # the old session goes first
-                self._rounds[key] = (self._open(config, path), out, path)
-            saved = self._saved_round(key)  # another process may have timed the last round
-            if saved is not None:
-                self._round_batch[key] = int(saved["next_batch"])
+        elif fresh:
+            _, out, path = self._rounds[key]
+            self._rounds[key] = (None, out, path)  # the old session goes first
+            self._rounds[key] = (self._open(config, path), out, path)
         return self._rounds[key][0]
 
     def _saved_round(self, key: str) -> dict | None:

@@ -170,6 +170,7 @@ def test_confirmation_compares_sequential_slots_and_interleaved_rounds_on_the_sa
         "round_robin_children": 2 * 2,
     }
     assert set(result["round_robin_children"]["process_sd"]) == set(names)
+    assert result["round_robin_child"]["process_sd"] == {}  # one process: nothing to compare
     assert result["sequential"]["persistent_sd"] == {}  # one block a repeat: nothing to split
     bench.print_result(result)
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
