@@ -14,6 +14,14 @@ def first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+def failure_reason(exc: BaseException) -> str:
+    """A failed trial's recorded reason: the library's exception type and its first line
+    (onnxruntime's messages run to pages; the first line names the node and the cause)."""
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    return f"{type(exc).__name__}: {first[:500]}"
+
+
 class QsearchError(Exception):
     """An error the user can fix; its message says what is wrong and what would be right."""
 

@@ -7,6 +7,8 @@ A trial is answered as cheaply as the evidence allows (`search.early`): a quanti
 already measured in the study is copied (`SameGraph`), a config whose metric provably cannot
 reach `fp32 - prune drop` stops after a slice of the evaluation set (`TrialPruned`), and
 timing stops once the config provably cannot reach the frontier at its accuracy (racing).
+Scoring and its pruning are `search.scoring`'s; this module runs the phases in order and owns
+the timing against fp32.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import shutil
 import tempfile
 import time
@@ -22,13 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from search.calibrate import CalibrationCache
 from search.config import QuantConfig, make_session_options
 from search.context import TrialContext
-from search.early import PruneSettings, look_evidence, per_example_hits, race_bar
-from search.errors import QsearchError, SameGraph, TaskError, TrialError, TrialPruned
+from search.early import PruneSettings, race_bar
+from search.errors import SameGraph, TrialError, TrialPruned, failure_reason
 from search.interleave import interleaved_speedups, paired_speedup
 from search.measure import (
     Speedup,
@@ -36,10 +35,9 @@ from search.measure import (
     make_session,
     steady_allocator,
 )
-from search.metrics import LABEL_METRICS
 from search.quantize import quantize
 from search.retime import Retiming
-from search.stats import paired_accuracy_difference
+from search.scoring import Scorer
 from search.tasks.base import TextClassificationTask
 from search.worker import worker_info
 
@@ -70,15 +68,13 @@ class Evaluator(Retiming):
         self.task = task
         self.timing = timing or TimingSettings()
         self.prune = prune or PruneSettings()
-        # Scoring is not timed, so it may use every core: the metric on 1,000 sentences is
-        # the largest phase of a trial at one thread.
-        self.scoring_threads = scoring_threads or os.cpu_count() or 1
+        self.scorer = Scorer(task, self.prune, scoring_threads)
+        self.scoring_threads = self.scorer.threads
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="qsearch-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.calibration = CalibrationCache(task)
         self._baseline = None
         self._baseline_warm = False
-        self._fp32_outputs = None
         self._options_gain: dict[tuple, Speedup | None] = {}
         self._baseline_seconds: float | None = None  # fp32's median batch in the last timing
         # confirmation rounds' open sessions: (session, its folder, its model file)
@@ -97,51 +93,17 @@ class Evaluator(Retiming):
 
     @property
     def fp32_outputs(self):
-        """fp32's outputs on the evaluation set, once: the reference of fidelity metrics."""
-        if self._fp32_outputs is None:
-            options = make_session_options(threads=self.scoring_threads)
-            try:
-                session = make_session(self.task.model_path, options)
-                self._fp32_outputs = self.task.outputs(session)
-            except QsearchError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - the user's model, before any trial
-                raise TaskError(
-                    f"the fp32 model must run on the evaluation data, but it failed: {_reason(exc)}"
-                ) from None
-        return self._fp32_outputs
+        return self.scorer.fp32_outputs
 
     @property
     def fp32_accuracy(self) -> float:
-        """fp32's score on the task's metric (1.0 for fidelity metrics, by definition)."""
-        return self.task.score(self.fp32_outputs, self.fp32_outputs)
-
-    @property
-    def prune_threshold(self) -> float:
-        """The metric below which a config is pruned: fp32's minus the prune drop."""
-        return self.fp32_accuracy - self.prune.drop
+        return self.scorer.fp32_accuracy
 
     @property
     def timing_batches(self):
         if self.timing.objective == "latency":
             return self.task.latency_batches
         return self.task.timing_batches
-
-    def accuracy_difference(self, outputs) -> dict:
-        """Paired difference from fp32 on the same examples (label metrics only)."""
-        refs = self.task.eval_references
-        if self.task.metric not in LABEL_METRICS or refs is None:
-            return {}
-        d = paired_accuracy_difference(
-            outputs.argmax(-1) == refs, self.fp32_outputs.argmax(-1) == refs
-        )
-        return {
-            "accuracy_diff": d.diff,
-            "accuracy_diff_low": d.low,
-            "accuracy_diff_high": d.high,
-            "mcnemar_p": d.mcnemar_p,
-            "discordant_examples": d.discordant,
-        }
 
     def _warm_baseline(self) -> None:
         """fp32's untimed warm-up runs, once per worker: they prepare the worker's reference,
@@ -212,13 +174,15 @@ class Evaluator(Retiming):
         except TrialError:
             raise
         except Exception as exc:  # noqa: BLE001 - any library failure fails the trial only
-            raise TrialError(f"calibration ({config.calibration}) failed: {_reason(exc)}") from exc
+            raise TrialError(
+                f"calibration ({config.calibration}) failed: {failure_reason(exc)}"
+            ) from exc
         phases["calibrate"] = time.perf_counter() - t
         t = time.perf_counter()
         try:
             path = quantize(config, self.task.model_path, out, ranges)
         except Exception as exc:  # noqa: BLE001
-            raise TrialError(f"quantization failed: {_reason(exc)}") from exc
+            raise TrialError(f"quantization failed: {failure_reason(exc)}") from exc
         phases["quantize"] = time.perf_counter() - t
         return path
 
@@ -226,7 +190,9 @@ class Evaluator(Retiming):
         try:
             return make_session(path, config.session_options(threads or self.timing.threads))
         except Exception as exc:  # noqa: BLE001
-            raise TrialError(f"onnxruntime could not load the model: {_reason(exc)}") from exc
+            raise TrialError(
+                f"onnxruntime could not load the model: {failure_reason(exc)}"
+            ) from exc
 
     def graph_key(self, config: QuantConfig, graph_sha256: str) -> str:
         """The quantized file, the session options and the timing that run it: trials with
@@ -238,67 +204,6 @@ class Evaluator(Retiming):
             + [self.timing.objective]
         )
         return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-    def _score(self, session, attrs: dict) -> tuple[np.ndarray, float, list[dict]]:
-        """The metric, slice by slice (`task.eval_slices`), pruning as soon as the bound
-        allows; returns (outputs, metric, the looks' evidence)."""
-        slices = self.task.eval_slices
-        total = sum(len(b) for part in slices for b in part)
-        alpha_look = self.prune.alpha / max(1, len(slices) - 1)
-        threshold = self.prune_threshold
-        rows: list[np.ndarray] = []
-        looks: list[dict] = []
-        for j, part in enumerate(slices):
-            try:
-                rows.append(self.task.outputs(session, part))
-            except TrialError:
-                raise
-            except Exception as exc:  # noqa: BLE001
-                raise TrialError(f"onnxruntime failed running the model: {_reason(exc)}") from exc
-            if j == len(slices) - 1 or threshold <= 0:
-                continue
-            hits = per_example_hits(
-                self.task.metric,
-                np.concatenate(rows),
-                self.task.eval_references,
-                self.fp32_outputs,
-            )
-            if hits is None:
-                continue
-            look = look_evidence(hits, total, threshold, alpha_look, j + 1, len(slices))
-            looks.append(look)
-            if look["hopeless"]:
-                raise self._pruned(look, attrs)
-        outputs = np.concatenate(rows)
-        metric = self.task.score(outputs, self.fp32_outputs)
-        if not math.isfinite(metric):
-            raise TrialError(f"accuracy is {metric}")
-        final = {
-            "look": len(slices),
-            "looks": len(slices),
-            "examples_seen": total,
-            "examples_total": total,
-            "metric_so_far": round(metric, 5),
-            "metric_ceiling": round(metric, 5),
-            "threshold": round(threshold, 5),
-            "alpha_per_look": 0.0,
-            "bound": "exact: every example seen",
-            "hopeless": metric < threshold - 1e-12,
-        }
-        looks.append(final)
-        if final["hopeless"]:
-            raise self._pruned(final, attrs)
-        return outputs, metric, looks
-
-    def _pruned(self, look: dict, attrs: dict) -> TrialPruned:
-        metric = self.task.metric
-        reason = (
-            f"pruned after {look['examples_seen']} of {look['examples_total']} examples: "
-            f"{metric} {look['metric_so_far']:.3f} so far, at most {look['metric_ceiling']:.3f} "
-            f"on all ({look['bound']}), below fp32 {self.fp32_accuracy:.3f} - "
-            f"{self.prune.drop:g} = {look['threshold']:.3f}"
-        )
-        return TrialPruned(reason, look, attrs)
 
     def evaluate(self, config: QuantConfig, context: TrialContext | None = None) -> TrialResult:
         """Measure `config`. Raises `SameGraph` when its graph is in `context.known_graphs`,
@@ -333,7 +238,7 @@ class Evaluator(Retiming):
             # The timing session is opened only once the metric is in: a pruned trial needs none.
             scoring = self._open(config, path, self.scoring_threads)
             try:
-                outputs, accuracy, looks = self._score(scoring, attrs)
+                outputs, accuracy, looks = self.scorer.score(scoring, attrs)
             except TrialPruned:
                 phases["accuracy"] = time.perf_counter() - t
                 _close(attrs, started)
@@ -362,7 +267,7 @@ class Evaluator(Retiming):
                 "speedup_high": speed.high,
                 "timing": speed.to_dict(),
                 "loaded": speed.loaded,
-                **self.accuracy_difference(outputs),
+                **self.scorer.accuracy_difference(outputs),
                 "fp32_options_speedup": _options_speedup(config, gain),
                 "model_size_fp32_mb": round(self.fp32_size_mb, 3),
             }
@@ -395,9 +300,3 @@ def _close(attrs: dict, started: float) -> None:
     """Round the phase times and stamp the wall time: the attributes are final."""
     attrs["phase_seconds"] = {k: round(v, 3) for k, v in attrs["phase_seconds"].items()}
     attrs["wall_seconds"] = round(time.perf_counter() - started, 3)
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    first = text[0] if text else ""
-    return f"{type(exc).__name__}: {first[:500]}"
