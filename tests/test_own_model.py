@@ -10,7 +10,7 @@ import pytest
 
 from search.errors import TaskError
 from search.tasks.custom import DataSettings, build_task, load_rows, map_labels
-from tests.conftest import TINY, invoke
+from tests.conftest import TINY, invoke, make_tiny_encoder
 
 FAST = [
     "--timing-seconds",
@@ -152,6 +152,62 @@ def test_an_onnx_file_without_labels_is_searched_by_fidelity(workdir, tiny_task_
     assert study.user_attrs["fp32_accuracy"] == 1.0
     finished = [t for t in study.trials if t.values]
     assert finished and all(0 <= t.values[0] <= 1 for t in finished)
+
+
+def test_an_encoder_folder_without_a_head_is_searched_by_cosine_and_exports_as_one(
+    workdir, tmp_path_factory
+):
+    """A sentence encoder's folder (`BertModel`, no head) is exported as a feature extractor,
+    searched by the cosine of its mean-pooled outputs, and its best exports as a folder
+    Optimum's `ORTModelForFeatureExtraction` loads, naming that class in its card."""
+    encoder = make_tiny_encoder(tmp_path_factory.mktemp("enc") / "my-encoder")
+    data = workdir / "sentences.jsonl"
+    data.write_text(
+        "".join(json.dumps({"text": f"a plain sentence number {i} here"}) + "\n" for i in range(80))
+    )
+    args = ("--model", encoder, "--data", data, "--space", "operators", "--beam", "2")
+    refused = invoke("run", *args, "--metric", "agreement", *FAST)
+    assert refused.exit_code == 2 and "use --metric cosine" in refused.output, refused.output
+    # without labels or --metric, a model without logits is scored by cosine
+    result = invoke("run", *args, "--trials", "2", "--study", "enc", *FAST)
+    assert result.exit_code == 0, result.output
+    assert "mean-pooled over the attention mask" in " ".join(result.output.split())
+    study = optuna.load_study(study_name="enc", storage=f"sqlite:///{workdir}/studies/enc.db")
+    assert study.metric_names == ["cosine", "speedup"]
+    assert study.user_attrs["fp32_accuracy"] == 1.0
+    finished = [t for t in study.trials if t.values]
+    assert finished and all(0 < t.values[0] <= 1 + 1e-9 for t in finished)
+
+    exported = invoke(
+        "export", "--study", "enc", "--best", "--max-drop", "1", "--out", workdir / "best"
+    )
+    assert exported.exit_code == 0, exported.output
+    folder = workdir / "best"
+    assert "ORTModelForFeatureExtraction.from_pretrained" in (folder / "README.md").read_text()
+    import onnxruntime as ort
+    import torch
+    from optimum.onnxruntime import ORTModelForFeatureExtraction
+
+    model = ORTModelForFeatureExtraction.from_pretrained(folder)
+    task = build_task(encoder, DataSettings(data, eval_size=64, calibration_size=16))
+    batch = task.eval_batches[0]
+    hidden = model(**{k: torch.tensor(v) for k, v in batch.inputs.items()}).last_hidden_state
+    plain = ort.InferenceSession(str(folder / "model.onnx"), providers=["CPUExecutionProvider"])
+    (expected,) = plain.run(["last_hidden_state"], batch.inputs)
+    np.testing.assert_allclose(hidden.numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_folder_neither_classifier_nor_encoder_is_refused_by_name(workdir, tmp_path):
+    folder = tmp_path / "masked-lm"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"architectures": ["BertForMaskedLM"]}))
+    (folder / "model.safetensors").write_bytes(b"")
+    data = tmp_path / "d.csv"
+    data.write_text("text\na\nb\nc\n")
+    result = invoke("run", "--model", folder, "--data", data, *FAST)
+    assert result.exit_code == 2, result.output
+    assert "or an encoder without a head (such as BertModel)" in result.output
+    assert "['BertForMaskedLM']" in result.output and "Traceback" not in result.output
 
 
 def test_a_study_file_runs_and_options_override_it(workdir, hf_model, reviews_csv):

@@ -1,7 +1,8 @@
 """Your own model and data: a Hugging Face model folder or an ONNX file, and a local data set.
 
-A Hugging Face folder is exported to ONNX once through Optimum and cached by content hash
-under `$QSEARCH_HOME/models`. Data is read with the `datasets` library (CSV, JSON lines,
+A Hugging Face folder (a sequence classifier, or an encoder without a head such as a
+sentence encoder's `BertModel`) is exported to ONNX once through Optimum and cached by content
+hash under `$QSEARCH_HOME/models`. Data is read with the `datasets` library (CSV, JSON lines,
 Parquet, or a folder saved by `save_to_disk`), split with a fixed seed into disjoint
 evaluation and calibration parts, and labels are mapped to the model's `label2id`.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,15 +69,27 @@ def _has_tokenizer(directory: Path) -> bool:
     return any((directory / f).exists() for f in ("tokenizer.json", "vocab.txt"))
 
 
+def optimum_class(architectures: list[str]) -> str | None:
+    """The Optimum ORTModel class that exports and loads a folder of these architectures: a
+    sequence classifier, or an encoder without a head (`BertModel`, `MPNetModel`, ...: a
+    sentence encoder, searched by the `cosine` of its pooled outputs); None for the rest."""
+    if any(a.endswith("ForSequenceClassification") for a in architectures):
+        return "ORTModelForSequenceClassification"
+    if any(a.endswith("Model") and "For" not in a for a in architectures):
+        return "ORTModelForFeatureExtraction"
+    return None
+
+
 def _export_hf(directory: Path, config: dict[str, Any]) -> Path:
-    """Export a Hugging Face classifier folder to ONNX once, cached by its content."""
+    """Export a Hugging Face classifier or encoder folder to ONNX once, cached by content."""
     architectures = config.get("architectures") or []
-    if not any(a.endswith("ForSequenceClassification") for a in architectures):
+    loader = optimum_class(architectures)
+    if loader is None:
         raise TaskError(
-            f"--model `{directory}` must be a sequence classification model "
-            f"(architectures ending in ForSequenceClassification), but it is "
-            f"{architectures or 'unspecified'}; export other models to ONNX yourself and "
-            f"search them with --metric cosine"
+            f"--model `{directory}` must be a sequence classifier (architectures ending in "
+            f"ForSequenceClassification) or an encoder without a head (such as BertModel), "
+            f"but it is {architectures or 'unspecified'}; export other models to ONNX "
+            f"yourself and search them with --metric cosine"
         )
     weights = sorted(directory.glob("*.safetensors")) + sorted(directory.glob("*.bin"))
     digest = hashlib.sha256((directory / "config.json").read_bytes())
@@ -87,13 +101,18 @@ def _export_hf(directory: Path, config: dict[str, Any]) -> Path:
     target = qsearch_home() / "models" / digest.hexdigest()[:16]
     if (target / "model.onnx").exists():
         return target
-    from optimum.onnxruntime import ORTModelForSequenceClassification
+    import optimum.onnxruntime
     from transformers import AutoTokenizer
 
     target.parent.mkdir(parents=True, exist_ok=True)
     work = temp_dir(target.parent, prefix=".export-")
     try:
-        model = ORTModelForSequenceClassification.from_pretrained(str(directory), export=True)
+        model_class = getattr(optimum.onnxruntime, loader)
+        with warnings.catch_warnings():
+            # the tracer's warnings about constants in transformers' mask code (see
+            # search.tasks.export): the exported axes cover batch and sequence length
+            warnings.simplefilter("ignore")
+            model = model_class.from_pretrained(str(directory), export=True)
         model.save_pretrained(work)
         AutoTokenizer.from_pretrained(str(directory)).save_pretrained(work)
         if target.exists():
