@@ -35,7 +35,14 @@ HISTOGRAM_METHODS = ("entropy", "percentile")
 HISTOGRAM_EXCLUDED = frozenset({"Where", "Add"})
 
 
-CACHE_FORMAT = 1
+# Rows per collection. onnxruntime's histogram calibrators keep every ranged tensor's output
+# for all the rows they are given before building histograms: for a sentence encoder at 128
+# tokens, 256 rows took more than this 24 GiB machine (the trial was killed by the OOM
+# killer). Given a shard at a time they merge histograms as they go (min-max merges ranges),
+# so memory is one shard's (benchmarks/calibration_memory.py).
+SHARD_ROWS = 32
+
+CACHE_FORMAT = 2  # 2: histograms merged shard by shard
 
 
 class CalibrationCache:
@@ -165,8 +172,10 @@ def ranged_operators(task: TextClassificationTask, config: QuantConfig) -> list[
 
 
 def compute_ranges(task: TextClassificationTask, config: QuantConfig, batch_size: int = 8):
-    from optimum.onnxruntime import ORTQuantizer
+    """The ranges of every tensor static mode may quantize, collected a shard of rows at a
+    time (`SHARD_ROWS`) by Optimum's calibrator for the method."""
     from optimum.onnxruntime.configuration import AutoCalibrationConfig
+    from optimum.onnxruntime.quantization import ORTCalibrationDataReader
 
     quiet_libraries()
     dataset = task.calibration_dataset()
@@ -179,19 +188,20 @@ def compute_ranges(task: TextClassificationTask, config: QuantConfig, batch_size
         calibration = AutoCalibrationConfig.entropy(dataset)
     else:
         calibration = AutoCalibrationConfig.percentiles(dataset, percentile=config.percentile)
-    operators = ranged_operators(task, config)
-    model = Path(task.model_path)
-    quantizer = ORTQuantizer.from_pretrained(model.parent, file_name=model.name)
-    # fit() writes an augmented copy of the model; keep it out of the working directory.
-    # onnxruntime's histogram calibrators print their progress; the search shows its own.
+    shard = max(batch_size, SHARD_ROWS - SHARD_ROWS % batch_size)
+    # The calibrator writes an augmented copy of the model; keep it out of the working
+    # directory. onnxruntime's histogram calibrators print their progress; the search shows
+    # its own. (`ORTQuantizer.partial_fit` would make a new calibrator for every shard.)
     with (
         tempfile.TemporaryDirectory(prefix="qsearch-calib-") as tmp,
         redirect_stdout(io.StringIO()),
     ):
-        return quantizer.fit(
-            dataset=dataset,
-            calibration_config=calibration,
-            onnx_augmented_model_name=Path(tmp) / "augmented.onnx",
-            operators_to_quantize=operators,
-            batch_size=batch_size,
+        calibrator = calibration.create_calibrator(
+            onnx_model_path=Path(task.model_path),
+            operators_to_quantize=ranged_operators(task, config),
+            augmented_model_name=str(Path(tmp) / "augmented.onnx"),
         )
+        for start in range(0, len(dataset), shard):
+            rows = dataset.select(range(start, min(start + shard, len(dataset))))
+            calibrator.collect_data(ORTCalibrationDataReader(rows, batch_size))
+        return calibrator.compute_data()

