@@ -298,7 +298,7 @@ def _run_one(settings, carried: dict, group: tuple[int, ...] | None):
     space, fp32 = search.space, search.study.user_attrs["fp32_accuracy"]
     console.print(serving_text(search.task), highlight=False, markup=False)
     console.print(
-        f"Study [bold]{search.name}[/] (fp32 accuracy {fp32:.4f}"
+        f"Study [bold]{search.name}[/] (fp32 {search.task.metric} {fp32:.4f}"
         f"; space {space.name}, operators {', '.join(space.operators)}); strategy "
         f"{search.strategy.name}, budget {settings.budget} trials"
         + (f", timeout {settings.timeout:g} s" if settings.timeout else "")

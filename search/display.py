@@ -114,6 +114,7 @@ def print_frontier(study, max_drop: float) -> None:
 
     rows = pareto_rows(study)
     fp32 = study.user_attrs.get("fp32_accuracy")
+    metric = study.metric_names[0] if study.metric_names else "accuracy"
     caption = None
     if fp32 is not None:
         bar = f"within {100 * max_drop:g} point(s) of fp32 (--max-drop {max_drop:g})"
@@ -128,10 +129,10 @@ def print_frontier(study, max_drop: float) -> None:
             )
     table = Table(
         title=f"Pareto frontier of {study.study_name}"
-        + (f" (fp32 accuracy {fp32:.4f})" if fp32 is not None else ""),
+        + (f" (fp32 {metric} {fp32:.4f})" if fp32 is not None else ""),
         caption=caption,
     )
-    columns = ("trial", "accuracy", "vs fp32 (pts)", "speedup", "95% interval", "blocks", "tie")
+    columns = ("trial", metric, "vs fp32 (pts)", "speedup", "95% interval", "blocks", "tie")
     for column in (*columns, "config"):
         table.add_column(column, overflow="fold")
     for row in rows.itertuples():

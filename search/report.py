@@ -248,7 +248,8 @@ table.t th {{ background: #f3f3f3; }}
 <p>Task <b>{e(str(task.get("name", "?")))}</b> ({e(str(task.get("eval_examples", "?")))}
 evaluation examples, metric {e(str(task.get("metric", "accuracy")))}{e(_serving(task))}); space
 <b>{e(str(attrs.get("space_name", "?")))}</b>; strategy <b>{e(str(attrs.get("strategy", "?")))}</b>;
-fp32 accuracy <b>{"" if fp32 is None else f"{fp32:.4f}"}</b>. Trials: {e(counts)}.</p>
+fp32 {e(str(task.get("metric", "accuracy")))} <b>{"" if fp32 is None else f"{fp32:.4f}"}</b>.
+Trials: {e(counts)}.</p>
 <p class="note">Speedup is fp32 time over candidate time, both run interleaved on the same
 batches on the same worker; the fp32 baseline uses onnxruntime's default session options.
 "options speedup" is fp32's own speedup under the candidate's session options, the part of

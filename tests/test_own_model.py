@@ -171,7 +171,9 @@ def test_an_encoder_folder_without_a_head_is_searched_by_cosine_and_exports_as_o
     # without labels or --metric, a model without logits is scored by cosine
     result = invoke("run", *args, "--trials", "2", "--study", "enc", *FAST)
     assert result.exit_code == 0, result.output
-    assert "mean-pooled over the attention mask" in " ".join(result.output.split())
+    said = " ".join(result.output.split())
+    assert "mean-pooled over the attention mask" in said
+    assert "(fp32 cosine 1.0000;" in said  # the metric by its name, not "accuracy"
     study = optuna.load_study(study_name="enc", storage=f"sqlite:///{workdir}/studies/enc.db")
     assert study.metric_names == ["cosine", "speedup"]
     assert study.user_attrs["fp32_accuracy"] == 1.0
