@@ -119,7 +119,8 @@ def _fidelity(task, outputs: np.ndarray, fp32: np.ndarray, refs) -> dict[str, fl
 
     mse = float(np.mean((outputs.astype(np.float64) - fp32) ** 2))
     row = {"mse": mse}
-    if outputs.ndim == 2 and outputs.shape[1] > 1:
+    # class agreement: only where the outputs are classes (a cosine task's are features)
+    if task.metric != "cosine" and outputs.ndim == 2 and outputs.shape[1] > 1:
         row["agreement"] = float(np.mean(outputs.argmax(-1) == fp32.argmax(-1)))
     try:
         metric = score(task.metric, outputs, refs, fp32)

@@ -131,3 +131,20 @@ def test_a_fallback_run_continues_a_beam_study_from_the_beams_fastest_config(
         config = QuantConfig.from_dict(step.attrs["config"])
         assert config.replace(fp32_groups=base.fp32_groups).key == base.key
         assert set(config.fp32_groups) == set(base.fp32_groups) | set(step.attrs[GROUPS])
+
+
+def test_class_agreement_is_reported_only_where_outputs_are_classes():
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from search.sensitivity import _fidelity
+
+    rng = np.random.default_rng(0)
+    fp32 = rng.normal(size=(20, 8))
+    noisy = fp32 + rng.normal(scale=0.5, size=fp32.shape)
+    features = _fidelity(SimpleNamespace(metric="cosine"), noisy, fp32, None)
+    assert "agreement" not in features  # a sentence encoder's features are not classes
+    assert features["metric_drop"] > 0 and features["mse"] > 0
+    classes = _fidelity(SimpleNamespace(metric="agreement"), noisy, fp32, None)
+    assert 0 <= classes["agreement"] < 1
