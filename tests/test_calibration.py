@@ -1,5 +1,5 @@
-"""Calibration a shard of rows at a time: the ranges Optimum's one-shot `fit` gives, without
-holding every row's activations at once (see `search.calibrate.SHARD_ROWS`)."""
+"""Calibration a shard of rows at a time: exactly the ranges Optimum's one-shot `fit` gives,
+without holding every row's activations at once (see `search.calibrate.SHARD_ROWS`)."""
 
 import importlib.util
 from pathlib import Path
@@ -66,7 +66,7 @@ def test_minmax_ranges_by_shards_equal_the_one_shot_fit(tiny_task, collected):
 
 
 @pytest.mark.parametrize("method", ["entropy", "percentile"])
-def test_histogram_ranges_by_shards_stay_close_to_the_one_shot_fit(tiny_task, collected, method):
+def test_histogram_ranges_by_shards_equal_the_one_shot_fit(tiny_task, collected, method):
     config = QuantConfig(
         mode="static",
         format="QDQ",
@@ -77,8 +77,5 @@ def test_histogram_ranges_by_shards_stay_close_to_the_one_shot_fit(tiny_task, co
     sharded = _ends(compute_ranges(tiny_task, config))
     assert len(collected) == 2
     once = _ends(_bench().one_shot(tiny_task, config))
-    assert sharded.keys() == once.keys()
-    for name, (low, high) in once.items():
-        width = high - low
-        assert sharded[name][0] == pytest.approx(low, abs=0.1 * width), name
-        assert sharded[name][1] == pytest.approx(high, abs=0.1 * width), name
+    assert sharded.keys() == once.keys() and len(once) > 10
+    assert sharded == once  # the bins fixed first: the shards' counts add up to one histogram
