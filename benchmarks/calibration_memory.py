@@ -70,18 +70,12 @@ def one_shot(task, config: QuantConfig, batch_size: int = 8):
     from contextlib import redirect_stdout
 
     from optimum.onnxruntime import ORTQuantizer
-    from optimum.onnxruntime.configuration import AutoCalibrationConfig
 
-    from search.calibrate import ranged_operators
+    from search.calibrate import calibration_config, ranged_operators
 
     dataset = task.calibration_dataset()
     dataset = dataset.select(range(len(dataset) - len(dataset) % batch_size))
-    if config.calibration == "minmax":
-        calibration = AutoCalibrationConfig.minmax(dataset)
-    elif config.calibration == "entropy":
-        calibration = AutoCalibrationConfig.entropy(dataset)
-    else:
-        calibration = AutoCalibrationConfig.percentiles(dataset, percentile=config.percentile)
+    calibration = calibration_config(config, dataset)
     model = Path(task.model_path)
     quantizer = ORTQuantizer.from_pretrained(model.parent, file_name=model.name)
     with tempfile.TemporaryDirectory() as tmp, redirect_stdout(io.StringIO()):

@@ -173,10 +173,20 @@ def ranged_operators(task: TextClassificationTask, config: QuantConfig) -> list[
     return sorted(operators)
 
 
+def calibration_config(config: QuantConfig, dataset):  # -> optimum's CalibrationConfig
+    """Optimum's calibration config for `config`'s method on `dataset`."""
+    from optimum.onnxruntime.configuration import AutoCalibrationConfig
+
+    if config.calibration == "minmax":
+        return AutoCalibrationConfig.minmax(dataset)
+    if config.calibration == "entropy":
+        return AutoCalibrationConfig.entropy(dataset)
+    return AutoCalibrationConfig.percentiles(dataset, percentile=config.percentile)
+
+
 def compute_ranges(task: TextClassificationTask, config: QuantConfig, batch_size: int = 8):
     """The ranges of every tensor static mode may quantize, collected a shard of rows at a
     time (`SHARD_ROWS`) by Optimum's calibrator for the method."""
-    from optimum.onnxruntime.configuration import AutoCalibrationConfig
     from optimum.onnxruntime.quantization import ORTCalibrationDataReader
 
     quiet_libraries()
@@ -184,12 +194,7 @@ def compute_ranges(task: TextClassificationTask, config: QuantConfig, batch_size
     # Histogram calibrators stack every batch's outputs: all batches must have one shape.
     batch_size = max(1, min(batch_size, len(dataset)))
     dataset = dataset.select(range(len(dataset) - len(dataset) % batch_size))
-    if config.calibration == "minmax":
-        calibration = AutoCalibrationConfig.minmax(dataset)
-    elif config.calibration == "entropy":
-        calibration = AutoCalibrationConfig.entropy(dataset)
-    else:
-        calibration = AutoCalibrationConfig.percentiles(dataset, percentile=config.percentile)
+    calibration = calibration_config(config, dataset)
     shard = max(batch_size, SHARD_ROWS - SHARD_ROWS % batch_size)
     shards = [
         dataset.select(range(start, min(start + shard, len(dataset))))
