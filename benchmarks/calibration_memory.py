@@ -71,10 +71,9 @@ def one_shot(task, config: QuantConfig, batch_size: int = 8):
 
     from optimum.onnxruntime import ORTQuantizer
 
-    from search.calibrate import calibration_config, ranged_operators
+    from search.calibrate import calibration_config, ranged_operators, whole_batches
 
-    dataset = task.calibration_dataset()
-    dataset = dataset.select(range(len(dataset) - len(dataset) % batch_size))
+    dataset, batch_size = whole_batches(task, batch_size)
     calibration = calibration_config(config, dataset)
     model = Path(task.model_path)
     quantizer = ORTQuantizer.from_pretrained(model.parent, file_name=model.name)

@@ -173,6 +173,14 @@ def ranged_operators(task: TextClassificationTask, config: QuantConfig) -> list[
     return sorted(operators)
 
 
+def whole_batches(task: TextClassificationTask, batch_size: int = 8):  # -> (Dataset, int)
+    """The calibration rows a calibrator is given, a whole number of batches of the returned
+    size: histogram calibrators stack every batch's outputs, so all batches need one shape."""
+    dataset = task.calibration_dataset()
+    batch_size = max(1, min(batch_size, len(dataset)))
+    return dataset.select(range(len(dataset) - len(dataset) % batch_size)), batch_size
+
+
 def calibration_config(config: QuantConfig, dataset):  # -> optimum's CalibrationConfig
     """Optimum's calibration config for `config`'s method on `dataset`."""
     from optimum.onnxruntime.configuration import AutoCalibrationConfig
@@ -190,10 +198,7 @@ def compute_ranges(task: TextClassificationTask, config: QuantConfig, batch_size
     from optimum.onnxruntime.quantization import ORTCalibrationDataReader
 
     quiet_libraries()
-    dataset = task.calibration_dataset()
-    # Histogram calibrators stack every batch's outputs: all batches must have one shape.
-    batch_size = max(1, min(batch_size, len(dataset)))
-    dataset = dataset.select(range(len(dataset) - len(dataset) % batch_size))
+    dataset, batch_size = whole_batches(task, batch_size)
     calibration = calibration_config(config, dataset)
     shard = max(batch_size, SHARD_ROWS - SHARD_ROWS % batch_size)
     shards = [
@@ -249,8 +254,9 @@ def _seed_histograms(calibrator, shards, batch_size: int) -> None:
         while inputs := reader.get_next():
             for name, value in zip(names, session.run(None, inputs), strict=True):
                 if name in wanted and value.size:
-                    low[name] = min(low.get(name, np.nanmin(value)), np.nanmin(value))
-                    high[name] = max(high.get(name, np.nanmax(value)), np.nanmax(value))
+                    lowest, highest = np.nanmin(value), np.nanmax(value)
+                    low[name] = min(low.get(name, lowest), lowest)
+                    high[name] = max(high.get(name, highest), highest)
     collector = HistogramCollector(
         method=calibrator.method,
         symmetric=calibrator.symmetric,

@@ -69,7 +69,6 @@ class Evaluator(Retiming):
         self.timing = timing or TimingSettings()
         self.prune = prune or PruneSettings()
         self.scorer = Scorer(task, self.prune, scoring_threads)
-        self.scoring_threads = self.scorer.threads
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="qsearch-"))
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.calibration = CalibrationCache(task)
@@ -90,6 +89,10 @@ class Evaluator(Retiming):
                 self.task.model_path, make_session_options(threads=self.timing.threads)
             )
         return self._baseline
+
+    @property
+    def scoring_threads(self) -> int:
+        return self.scorer.threads
 
     @property
     def fp32_outputs(self):
