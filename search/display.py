@@ -110,7 +110,7 @@ def search_with_progress(search):
 
 def print_frontier(study, max_drop: float) -> None:
     """The frontier as a table; its caption names the fastest config within `max_drop`."""
-    from search.results import best_row, pareto_rows, speed_caveat
+    from search.results import best_row, floor_line, pareto_rows, speed_caveat
 
     rows = pareto_rows(study)
     fp32 = study.user_attrs.get("fp32_accuracy")
@@ -147,6 +147,8 @@ def print_frontier(study, max_drop: float) -> None:
             (f"[{row.reference}] " if row.reference else "") + row.config,
         )
     console.print(table)
+    if len(rows):
+        console.print(floor_line(study), style="dim")
 
 
 def print_thread_summary(studies, max_drop: float) -> None:

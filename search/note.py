@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import optuna
 
-from search.results import describe_best, pareto_rows
+from search.results import describe_best, floor_line, pareto_rows
 
 
 def frontier_note(study: optuna.Study, max_drop: float) -> str:
@@ -22,7 +22,7 @@ def frontier_note(study: optuna.Study, max_drop: float) -> str:
         "Speedups pool every timed block of a config (its trial, the end-of-search "
         "confirmation rounds, `qsearch measure` runs); the trials' values, which the "
         "dashboard's own Pareto front and `optuna best-trials` show, are the first "
-        "measurement only.",
+        "measurement only. " + floor_line(study),
         "",
         "| trial | accuracy | vs fp32 (pts) | speedup | 95% interval | blocks | tie | config |",
         "|---|---|---|---|---|---|---|---|",

@@ -93,10 +93,14 @@ def add_blocks(study: optuna.Study, number: int, new: Sequence[dict]) -> None:
 
 def pool(blocks: Sequence[Mapping], floor: float = FLOOR) -> Pooled:
     """One block: its own estimate. Several: the pair-weighted geometric mean, and a
-    t-interval from the spread between blocks, at least the drift floor wide."""
+    t-interval from the spread between blocks, at least the drift floor wide (one block's
+    own interval too, where the floor is wider: `search.drift` may raise it)."""
     if len(blocks) == 1:
         b = blocks[0]
-        return Pooled(b["speedup"], b["low"], b["high"], 1)
+        edge = 1 + floor
+        return Pooled(
+            b["speedup"], min(b["low"], b["speedup"] / edge), max(b["high"], b["speedup"] * edge), 1
+        )
     logs = np.log([b["speedup"] for b in blocks])
     weights = np.asarray([max(1, b.get("pairs") or 1) for b in blocks], dtype=float)
     mean = float(np.average(logs, weights=weights))

@@ -19,6 +19,7 @@ from search.results import (
     PRUNED_COLUMNS,
     describe_best,
     failed_rows,
+    floor_line,
     pareto_rows,
     pruned_rows,
     trial_rows,
@@ -262,7 +263,8 @@ end-of-search confirmation rounds, later `qsearch measure` runs; "first_speedup"
 the search saw); "confirmed" configs were re-timed round-robin at the end of the search, and
 frontier configs are ties when their ratio measured in the same rounds cannot tell them apart
 (without such rounds: when their intervals overlap). "loaded" marks a measurement during which
-another process used the CPU (its interval was widened or its loaded blocks dropped).</p>
+another process used the CPU (its interval was widened or its loaded blocks dropped).
+{e(floor_line(study))}</p>
 {figures[0] if figures else "<p>No finished trials yet.</p>"}
 <h2>Pareto frontier ({len(front)} configs)</h2>
 <p><b>{e(describe_best(study, max_drop))}</b></p>

@@ -162,6 +162,9 @@ def test_confirmation_compares_sequential_slots_and_interleaved_rounds_on_the_sa
     for method in bench.METHODS[1:]:  # every round-robin method
         assert all(c["blocks"] == len(c["rounds"]) == 2 for r in result["runs"][method] for c in r)
         assert set(result[method]["persistent_sd"]) == set(names)
+        # one other repeat per config is no evidence of drift: the default floor
+        assert result[method]["study_floors"] == [0.05, 0.05]
+        assert 0 <= result[method]["coverage_study_floor"] <= 1
         assert all(sd >= 0 for sd in result[method]["persistent_sd"].values())
     # a new child every repeat (2), or every round (2 repeats x 2 rounds), or two each repeat
     assert result["children"] == {
@@ -175,6 +178,39 @@ def test_confirmation_compares_sequential_slots_and_interleaved_rounds_on_the_sa
     bench.print_result(result)
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert set(line) >= {*bench.METHODS, "configs"} and "runs" not in line
+
+
+def test_confirmation_reads_each_repeats_floor_from_the_other_repeats(tmp_path, capsys):
+    import numpy as np
+
+    bench = load("confirmation")
+    # 4 configs x 4 repeats; each repeat reads every config 6% high or low, its rounds agree
+    repeats = [
+        [{"rounds": [level * (1.06 if r % 2 else 0.94)] * 3} for level in (1.5, 1.8, 2.0, 2.4)]
+        for r in range(4)
+    ]
+    medians = np.median([[c["rounds"][0] for c in rep] for rep in repeats], axis=0)
+    held = bench.held_out_floors(repeats, medians)
+    assert len(held["study_floors"]) == 4 and all(f > 0.06 for f in held["study_floors"])
+    assert held["coverage_study_floor"] == 1.0  # a 5% floor would cover none of them
+    # a saved run is summarized again without timing anything
+    for rep in repeats:
+        for c in rep:
+            c |= {"speedup": c["rounds"][0], "low": c["rounds"][0] / 1.05,
+                  "high": c["rounds"][0] * 1.05}  # fmt: skip
+    names = ["a", "b", "c", "d"]
+    saved = {"cpu": "x", "configs": dict.fromkeys(names, "?"), "seconds_per_config": 1,
+             "rounds": 3, "methods": ["round_robin"], "runs": {"round_robin": repeats}}  # fmt: skip
+    (tmp_path / "run.json").write_text(json.dumps(saved))
+    import sys
+
+    argv, sys.argv = sys.argv, ["confirmation.py", "--summarize", str(tmp_path / "run.json")]
+    try:
+        bench.main()
+    finally:
+        sys.argv = argv
+    out = capsys.readouterr().out
+    assert "coverage 0% (at least 90%), 100% with the floor read from the other repeats" in out
 
 
 def test_confirmation_runs_only_the_methods_asked_for(tiny_task, capsys):
