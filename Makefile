@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: install run prepare test postgres lint format report dashboard bench-stability \
 	bench-table bench-efficiency bench-cost bench-scopes bench-confirm bench-size bench-process \
-	bench-ttf bench-static bench-static-encoder clean
+	bench-ttf bench-static bench-static-encoder bench-smooth clean
 
 install: $(VENV)/.installed
 
@@ -121,6 +121,10 @@ bench-static-encoder: install
 		--trials 200 --no-confirm
 	$(BIN)/python benchmarks/side_by_side.py --study encoder-static-beam4:-fallback \
 		--study encoder-static-beam4:fallback --mode static --top 3 --rounds 6 --seconds 10
+
+# ~15 min: SmoothQuant on the sentence encoder's static configs, scored and timed side by side.
+bench-smooth: install
+	$(BIN)/python benchmarks/smooth_quant.py --rounds 4 --seconds 10
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -47,6 +47,12 @@ SHARD_ROWS = 32
 CACHE_FORMAT = 2  # 2: collected shard by shard (the same ranges; keyed anew to be sure)
 
 
+def data_digest(task: TextClassificationTask) -> str:
+    """The hash of the calibration rows: what ranges (and smoothed models) depend on."""
+    rows = json.dumps(task.calibration_rows, sort_keys=True).encode()
+    return hashlib.sha256(rows).hexdigest()
+
+
 class CalibrationCache:
     """Ranges per (model, data, method, parameters): in memory for the run, and on disk
     under `directory` (default `$QSEARCH_HOME/calibration`; None keeps them in memory)."""
@@ -65,6 +71,7 @@ class CalibrationCache:
             directory = qsearch_home() / "calibration"
         self.directory = None if directory is None else Path(directory)
         self._ranges: dict[str, object] = {}
+        self._smoothed: dict[float, Path] = {}
         self._data_digest: str | None = None
         self.computed = 0  # ranges computed (not read back) by this cache: what it saved
 
@@ -74,8 +81,7 @@ class CalibrationCache:
         import optimum.version
 
         if self._data_digest is None:
-            rows = json.dumps(self.task.calibration_rows, sort_keys=True).encode()
-            self._data_digest = hashlib.sha256(rows).hexdigest()
+            self._data_digest = data_digest(self.task)
         parts = {
             "format": CACHE_FORMAT,
             "model": self.task.model_digest,
@@ -84,6 +90,7 @@ class CalibrationCache:
             "percentile": config.percentile if config.calibration == "percentile" else None,
             "batch_size": self.batch_size,
             "operators": ranged_operators(self.task, config),
+            "smooth_quant": config.smooth_quant or None,  # ranges of the smoothed copy
             "onnxruntime": onnxruntime.__version__,
             "optimum": optimum.version.__version__,
         }
@@ -104,11 +111,25 @@ class CalibrationCache:
         if key not in self._ranges:
             ranges = self._read(key)
             if ranges is None:
-                ranges = compute_ranges(self.task, config, self.batch_size)
+                model = self.smoothed(config)
+                ranges = compute_ranges(self.task, config, self.batch_size, model)
                 self.computed += 1
                 self._write(key, ranges)
             self._ranges[key] = ranges
         return self._ranges[key]
+
+    def smoothed(self, config: QuantConfig) -> Path | None:
+        """The SmoothQuant copy a config is calibrated on and quantized from (None: the
+        task's own model), computed once per alpha (`search.smoothing`)."""
+        if config.mode != "static" or not config.smooth_quant:
+            return None
+        from search.smoothing import smoothed_model
+
+        if config.smooth_quant not in self._smoothed:
+            self._smoothed[config.smooth_quant] = smoothed_model(
+                self.task, config.smooth_quant, self.batch_size
+            )
+        return self._smoothed[config.smooth_quant]
 
     def path(self, key: str) -> Path | None:
         return None if self.directory is None else self.directory / f"{key}.npz"
@@ -192,9 +213,15 @@ def calibration_config(config: QuantConfig, dataset):  # -> optimum's Calibratio
     return AutoCalibrationConfig.percentiles(dataset, percentile=config.percentile)
 
 
-def compute_ranges(task: TextClassificationTask, config: QuantConfig, batch_size: int = 8):
-    """The ranges of every tensor static mode may quantize, collected a shard of rows at a
-    time (`SHARD_ROWS`) by Optimum's calibrator for the method."""
+def compute_ranges(
+    task: TextClassificationTask,
+    config: QuantConfig,
+    batch_size: int = 8,
+    model_path: Path | None = None,
+):
+    """The ranges of every tensor static mode may quantize in `model_path` (default: the
+    task's model), collected a shard of rows at a time (`SHARD_ROWS`) by Optimum's
+    calibrator for the method."""
     from optimum.onnxruntime.quantization import ORTCalibrationDataReader
 
     quiet_libraries()
@@ -213,7 +240,7 @@ def compute_ranges(task: TextClassificationTask, config: QuantConfig, batch_size
         redirect_stdout(io.StringIO()),
     ):
         calibrator = calibration.create_calibrator(
-            onnx_model_path=Path(task.model_path),
+            onnx_model_path=Path(model_path or task.model_path),
             operators_to_quantize=ranged_operators(task, config),
             augmented_model_name=str(Path(tmp) / "augmented.onnx"),
         )

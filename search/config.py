@@ -31,7 +31,12 @@ GRAPH_OPTIMIZATION_LEVELS = ("all", "extended", "basic", "disabled")
 MATMUL_SCOPES = ("all", "weights")
 # Fields added after studies were recorded: left out of `to_dict` (and so of `key`) at their
 # default, so a config recorded before they existed keeps its key and a study resumes.
-OPTIONAL_FIELDS = {"matmul_scope": "all", "fp32_groups": (), "attention_fusion": False}
+OPTIONAL_FIELDS = {
+    "matmul_scope": "all",
+    "fp32_groups": (),
+    "attention_fusion": False,
+    "smooth_quant": 0.0,
+}
 LIST_FIELDS = ("operators", "excluded_nodes", "fp32_groups", "disabled_fusions")
 # onnxruntime graph transformers a search may switch off when the quantized model is run.
 # Names as onnxruntime registers them (`optimization.disable_specified_optimizers`).
@@ -133,6 +138,10 @@ class QuantConfig:
     # Quantize the attention-fused copy of the model (`search.fusion`): one `Attention` node
     # per layer, `QAttention` when "Attention" is among the operators. Dynamic mode only.
     attention_fusion: bool = False
+    # SmoothQuant's migration strength alpha (`search.smoothing`), 0 for none: the static
+    # model is quantized from a copy whose activation outlier channels were moved into the
+    # weights. Static mode with MatMuls only.
+    smooth_quant: float = 0.0
 
     def __post_init__(self) -> None:
         _choice("mode", self.mode, MODES)
@@ -149,7 +158,17 @@ class QuantConfig:
         for group in self.fp32_groups:
             if not isinstance(group, str) or not is_selector(group):
                 raise ConfigError(f"`fp32_groups` must hold {selector_help()}, but got {group!r}")
+        if (
+            isinstance(self.smooth_quant, bool)
+            or not isinstance(self.smooth_quant, int | float)
+            or not 0.0 <= self.smooth_quant <= 1.0
+        ):
+            raise ConfigError(
+                f"`smooth_quant` must be SmoothQuant's alpha, a number in (0, 1], or 0 for "
+                f"none, but got {self.smooth_quant!r}"
+            )
         set_ = object.__setattr__
+        set_(self, "smooth_quant", float(self.smooth_quant))
         if self.mode == "dynamic":
             # onnxruntime's dynamic quantization has one form: QOperator with uint8 activations
             # quantized per batch, so these values cannot change the model.
@@ -157,6 +176,7 @@ class QuantConfig:
             set_(self, "activations_dtype", "uint8")
             set_(self, "activations_symmetric", False)
             set_(self, "calibration", None)
+            set_(self, "smooth_quant", 0.0)  # calibration data drives it: static mode only
         else:
             refused = unsupported_types(self.mode, self.activations_dtype, self.weights_dtype)
             if refused:
@@ -192,6 +212,8 @@ class QuantConfig:
         set_(self, "operators", operators)
         if not {"MatMul", "Gemm"} & set(operators):
             set_(self, "matmul_scope", "all")  # no MatMul is quantized: the scope changes nothing
+        if "MatMul" not in operators:
+            set_(self, "smooth_quant", 0.0)  # it rescales weight MatMuls only
         set_(self, "fp32_groups", tuple(sorted(set(self.fp32_groups))))
         if self.attention_fusion:
             check_fusable(self.mode, self.fp32_groups)
@@ -265,6 +287,8 @@ class QuantConfig:
         text = " ".join(parts) + "; ops " + "+".join(self.operators)
         if self.matmul_scope == "weights":
             text += " (weight MatMuls only)"
+        if self.smooth_quant:
+            text += f"; SmoothQuant alpha {self.smooth_quant:g}"
         if self.attention_fusion:
             text += "; fused attention" + (" (QAttention)" if "Attention" in self.operators else "")
         if self.fp32_groups:

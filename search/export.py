@@ -20,11 +20,9 @@ from search.calibrate import CalibrationCache
 from search.config import QuantConfig
 from search.errors import QsearchError
 from search.files import temp_dir
-from search.fusion import source_model
 from search.measure import make_session
-from search.quantize import quantize
+from search.quantize import optimum_config, quantization_source, quantize
 from search.results import best_row, pooled_speeds
-from search.structure import model_structure
 from search.tasks.base import TextClassificationTask
 from search.tasks.outputs import is_logits
 from search.trial_kind import is_measured, source_number, why
@@ -172,16 +170,18 @@ def export_trial(
     out.parent.mkdir(parents=True, exist_ok=True)
     work = temp_dir(out.parent, prefix=f".{out.name}-")
     try:
-        ranges = CalibrationCache(task).ranges(config)
-        quantized = quantize(config, task.model_path, work / "quantized", ranges)
+        calibration = CalibrationCache(task)
+        ranges = calibration.ranges(config)
+        smoothed = calibration.smoothed(config)
+        quantized = quantize(config, task.model_path, work / "quantized", ranges, smoothed)
         quantized.rename(work / "model.onnx")
         source_config = task.model_path.parent / "config.json"
         if source_config.exists():
             shutil.copyfile(source_config, work / "config.json")  # mode: the umask's
         task.tokenizer.save_pretrained(work)
-        # node names as quantize() resolved them: on the fused copy for a fused config
-        structure = model_structure(source_model(config, task.model_path))
-        ORTConfig(quantization=config.to_optimum(structure)).save_pretrained(work)
+        # node names as quantize() resolved them: on the fused or smoothed copy it quantized
+        source = quantization_source(config, task.model_path, smoothed)
+        ORTConfig(quantization=optimum_config(config, source)).save_pretrained(work)
         session = {
             "graph_optimization": config.graph_optimization,
             "disabled_fusions": list(config.disabled_fusions),

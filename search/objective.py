@@ -183,7 +183,8 @@ class Evaluator(Retiming):
         phases["calibrate"] = time.perf_counter() - t
         t = time.perf_counter()
         try:
-            path = quantize(config, self.task.model_path, out, ranges)
+            smoothed = self.calibration.smoothed(config)
+            path = quantize(config, self.task.model_path, out, ranges, smoothed)
         except Exception as exc:  # noqa: BLE001
             raise TrialError(f"quantization failed: {failure_reason(exc)}") from exc
         phases["quantize"] = time.perf_counter() - t

@@ -4,7 +4,8 @@ Optimum's `ORTQuantizer` expresses every dimension of `QuantConfig` but the sess
 which are applied when the model is run (see `QuantConfig.session_options`); node scopes and
 fp32 groups are resolved against the model's structure into `nodes_to_exclude`. A config with
 `attention_fusion` quantizes the attention-fused copy of the model (`search.fusion`), and its
-scopes and groups are resolved against that copy's structure.
+scopes and groups are resolved against that copy's structure; a SmoothQuant config
+quantizes its smoothed copy (`search.smoothing`), the Muls it inserted kept fp32.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from search.config import QuantConfig
 from search.fusion import source_model
+from search.smoothing import smoothing_nodes
 from search.structure import model_structure
 
 
@@ -34,7 +36,34 @@ def quiet_libraries() -> None:
         pass
 
 
-def quantize(config: QuantConfig, fp32_model: Path, out_dir: Path, ranges=None) -> Path:
+def quantization_source(config: QuantConfig, fp32_model: Path, smoothed: Path | None) -> Path:
+    """The model a config quantizes: its SmoothQuant copy (`search.smoothing`, computed
+    from calibration data by `CalibrationCache.smoothed`), the attention-fused copy, or the
+    export itself."""
+    if config.smooth_quant:
+        if smoothed is None:
+            raise ValueError("a SmoothQuant config must be quantized from its smoothed copy")
+        return Path(smoothed)
+    return source_model(config, fp32_model)
+
+
+def optimum_config(config: QuantConfig, model: Path):  # -> QuantizationConfig
+    """Optimum's config for quantizing `model` (the source): groups and scopes resolved
+    against its structure, and the Muls SmoothQuant inserted kept fp32."""
+    qconfig = config.to_optimum(model_structure(model))
+    if config.smooth_quant:
+        kept = set(qconfig.nodes_to_exclude) | set(smoothing_nodes(model))
+        qconfig.nodes_to_exclude = sorted(kept)
+    return qconfig
+
+
+def quantize(
+    config: QuantConfig,
+    fp32_model: Path,
+    out_dir: Path,
+    ranges=None,
+    smoothed: Path | None = None,
+) -> Path:
     """Write the quantized model for `config` into `out_dir` and return its path.
 
     Optimum is pointed at a folder holding only a link to the model: given the model's own
@@ -45,7 +74,7 @@ def quantize(config: QuantConfig, fp32_model: Path, out_dir: Path, ranges=None) 
 
     quiet_libraries()
     fp32_model = Path(fp32_model).resolve()
-    model = source_model(config, fp32_model).resolve()
+    model = quantization_source(config, fp32_model, smoothed).resolve()
     out_dir = Path(out_dir)
     source = out_dir.parent / f".{out_dir.name}-source"
     source.mkdir(parents=True, exist_ok=True)
@@ -55,7 +84,7 @@ def quantize(config: QuantConfig, fp32_model: Path, out_dir: Path, ranges=None) 
             link.symlink_to(model)
         quantizer = ORTQuantizer.from_pretrained(source, file_name=fp32_model.name)
         quantizer.quantize(
-            quantization_config=config.to_optimum(model_structure(model)),
+            quantization_config=optimum_config(config, model),
             save_dir=out_dir,
             calibration_tensors_range=ranges if config.mode == "static" else None,
         )

@@ -58,7 +58,6 @@ import numpy as np
 
 from search.config import QuantConfig, make_session_options
 from search.files import atomic_write
-from search.fusion import source_model
 from search.structure import Structure, is_selector, model_structure
 
 SOURCE = "leave-one-group-in"
@@ -142,10 +141,13 @@ def compute_sensitivity(task, base: QuantConfig, cache: bool = True) -> dict[str
             pass  # unreadable: recompute
     from search.calibrate import CalibrationCache
     from search.measure import make_session
-    from search.quantize import quantize
+    from search.quantize import quantization_source, quantize
 
     started = time.perf_counter()
-    structure = model_structure(source_model(base, task.model_path))  # a fused base: fused names
+    calibration = CalibrationCache(task)
+    smoothed = calibration.smoothed(base)
+    # a fused or smoothed base: the names of the copy it quantizes
+    structure = model_structure(quantization_source(base, task.model_path, smoothed))
     groups = quantized_groups(structure, base)
     batches = [b for part in task.eval_slices[:_SLICES] for b in part]
     refs = task.eval_references
@@ -155,7 +157,7 @@ def compute_sensitivity(task, base: QuantConfig, cache: bool = True) -> dict[str
     fp32 = task.outputs(
         make_session(task.model_path, make_session_options(threads=threads)), batches
     )
-    ranges = CalibrationCache(task).ranges(base)
+    ranges = calibration.ranges(base)
     rows = []
     work = Path(tempfile.mkdtemp(prefix="qsearch-sensitivity-"))
     try:
@@ -164,7 +166,7 @@ def compute_sensitivity(task, base: QuantConfig, cache: bool = True) -> dict[str
             config = base if group == BASE_ROW else leave_one_in(base, group, groups)
             out = work / f"g{len(rows)}"
             try:
-                model = quantize(config, task.model_path, out, ranges)
+                model = quantize(config, task.model_path, out, ranges, smoothed)
                 session = make_session(model, config.session_options(threads))
                 row = _fidelity(task, task.outputs(session, batches), fp32, refs)
             except Exception as exc:  # noqa: BLE001 - one group failing is its answer

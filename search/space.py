@@ -41,7 +41,14 @@ DATA_MOVEMENT = frozenset(
 )
 
 # Dimensions that exist only for static quantization: not suggested for dynamic trials.
-STATIC_ONLY = ("format", "activations_dtype", "activations_symmetric", "calibration", "percentile")
+STATIC_ONLY = (
+    "format",
+    "activations_dtype",
+    "activations_symmetric",
+    "calibration",
+    "percentile",
+    "smooth_quant",
+)
 # ... and only for dynamic quantization (onnxruntime has no static QAttention).
 DYNAMIC_ONLY = ("attention_fusion",)
 # Operators that the attention-fused model has and the export lacks (`search.fusion`).

@@ -47,6 +47,8 @@ SCHEMA: dict[str, dict[str, tuple[tuple | None, type]]] = {
     "calibration": {
         "method": (CALIBRATION_METHODS, str),
         "percentile": (None, float),
+        # SmoothQuant's alpha (`search.smoothing`), 0 for none: static MatMuls only.
+        "smooth_quant": (None, float),
     },
     "session": {
         "graph_optimization": (GRAPH_OPTIMIZATION_LEVELS, str),
@@ -73,6 +75,7 @@ DIMENSIONS = {
     ("quantization", "weights_symmetric"): "weights_symmetric",
     ("calibration", "method"): "calibration",
     ("calibration", "percentile"): "percentile",
+    ("calibration", "smooth_quant"): "smooth_quant",
     ("session", "graph_optimization"): "graph_optimization",
     ("quantization", "matmul_scope"): "matmul_scope",
     ("quantization", "attention_fusion"): "attention_fusion",
@@ -91,6 +94,7 @@ DEFAULTS = {
     "graph_optimization": ("all",),
     "matmul_scope": ("all",),
     "attention_fusion": (False,),
+    "smooth_quant": (0.0,),
 }
 # Dimensions that exist only for static quantization: not suggested for dynamic trials.
 
@@ -219,6 +223,12 @@ def _check_combinations(
     for pct in choices["percentile"]:
         if not 90.0 < float(pct) < 100.0:
             raise fail("calibration.percentile", f"must be between 90 and 100, but got {pct}")
+    for alpha in choices["smooth_quant"]:
+        if not 0.0 <= float(alpha) <= 1.0:
+            raise fail(
+                "calibration.smooth_quant",
+                f"must hold SmoothQuant alphas in (0, 1], or 0 for none, but got {alpha}",
+            )
     # onnxruntime has no static S8U8 quantization: the space skips such configs, but its first
     # values (the default config, where the beam starts) must not be one, nor every static one.
     acts, weights = choices["activations_dtype"], choices["weights_dtype"]

@@ -260,3 +260,24 @@ def test_timing_noise_statistics_on_known_pairs():
     expected = 100 * np.std(np.log(wobble) - np.log(wobble).mean(axis=0), ddof=1)
     assert r["pair_sd_percent"] == pytest.approx(expected)
     assert r["pairs"] == 32 and r["chunks"] == 4
+
+
+def test_smooth_quant_scores_and_times_each_base_with_and_without_it(tiny_task, capsys):
+    bench = load("smooth_quant")
+    timing = TimingSettings(seconds=0.2, min_blocks=2, block_pairs=1)
+    result = bench.run_benchmark(
+        tiny_task, [0.0, 0.5], rounds=2, seconds=0.2, timing=timing, progress=lambda _: None
+    )
+    rows = result["rows"]
+    assert [(r["base"], r["alpha"]) for r in rows] == [
+        (base, alpha) for base in bench.BASES for alpha in (0.0, 0.5)
+    ]
+    for r in rows:
+        assert r["error"] is None and r["speedup"]["low"] <= r["speedup"]["speedup"]
+        assert 0 <= r["metric"] <= 1
+        # each smoothed config is compared with its own base, in the same rounds
+        assert (r["vs_base"] is None) == (r["alpha"] == 0.0)
+    assert all("SmoothQuant alpha 0.5" in r["config"] for r in rows if r["alpha"])
+    bench.print_result(result)
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["benchmark"] == "smooth_quant" and len(line["rows"]) == 4

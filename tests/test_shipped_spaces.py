@@ -101,7 +101,8 @@ def test_a_sample_of_a_shipped_space_quantizes_and_runs_the_tiny_model(path, tin
     failures = []
     for i, config in enumerate(sample):
         try:
-            path = quantize(config, tiny_task.model_path, tmp_path / str(i), cache.ranges(config))
+            ranges, smoothed = cache.ranges(config), cache.smoothed(config)
+            path = quantize(config, tiny_task.model_path, tmp_path / str(i), ranges, smoothed)
             session = make_session(path, config.session_options())
             tiny_task.outputs(session)
         except Exception as exc:  # noqa: BLE001 - any failure is reported below
