@@ -51,7 +51,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from search.config import QuantConfig  # noqa: E402
 from search.confirm import confirmation_round  # noqa: E402
-from search.drift import floor_from  # noqa: E402
+from search.drift import floor_from, stretch_of  # noqa: E402
 from search.measure import TimingSettings  # noqa: E402
 from search.pooled import block, pool  # noqa: E402
 from search.quantize import quiet_libraries  # noqa: E402
@@ -241,7 +241,7 @@ def held_out_floors(repeats: list[list[dict]], medians) -> dict:
     floors, covered = [], []
     for r, rep in enumerate(repeats):
         others = [
-            [float(np.mean(np.log(q[j]["rounds"]))) for k, q in enumerate(repeats) if k != r]
+            [stretch_of(np.log(q[j]["rounds"])) for k, q in enumerate(repeats) if k != r]
             for j in range(len(rep))
         ]
         floor = floor_from(others).floor
