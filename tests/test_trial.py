@@ -122,7 +122,7 @@ def test_a_model_onnxruntime_cannot_load_is_a_failed_trial_and_the_search_goes_o
 ):
     import search.objective as objective
 
-    def broken_quantize(config, fp32_model, out_dir, ranges=None):
+    def broken_quantize(config, fp32_model, out_dir, ranges=None, smoothed=None):
         path = out_dir / "model_quantized.onnx"
         model = onnx.load(str(fp32_model))
         model.graph.node[0].op_type = "NoSuchOperator"  # a graph onnxruntime refuses
