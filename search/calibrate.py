@@ -121,7 +121,7 @@ class CalibrationCache:
     def smoothed(self, config: QuantConfig) -> Path | None:
         """The SmoothQuant copy a config is calibrated on and quantized from (None: the
         task's own model), computed once per alpha (`search.smoothing`)."""
-        if config.mode != "static" or not config.smooth_quant:
+        if not config.smooth_quant:  # 0 in dynamic mode (`QuantConfig` resets it)
             return None
         from search.smoothing import smoothed_model
 

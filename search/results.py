@@ -75,23 +75,19 @@ def pooled_speeds(study: optuna.Study, trials=None, extra=None) -> dict[int, Poo
     ratios. The one place speed is read from: every view asks this."""
     extra = extra_blocks(study) if extra is None else extra
     floor = drift_floor(study, extra).floor
-    out = {
-        t.number: pool(_blocks(t, extra), floor)
-        for t in (trials if trials is not None else _measured(study))
-    }
+    out = {}
+    for t in trials if trials is not None else _measured(study):
+        blocks = [trial_block(t)] + [b for b in extra.get(t.number, []) if "speedup" in b]
+        out[t.number] = pool(blocks, floor)
     passed, logs = last_pass(study)
     return relevel(out, passed, logs)
 
 
-def _blocks(trial, extra: dict[int, list[dict]]) -> list[dict]:
-    return [trial_block(trial)] + [b for b in extra.get(trial.number, []) if "speedup" in b]
-
-
 def drift_floor(study: optuna.Study, extra=None) -> DriftFloor:
     """The narrowest pooled interval in this study (`search.drift`): read from every measured
-    trial, whichever trials a view shows, so that every view widens alike."""
+    trial's confirmation passes, whichever trials a view shows, so every view widens alike."""
     extra = extra_blocks(study) if extra is None else extra
-    return study_floor({t.number: _blocks(t, extra) for t in _measured(study)})
+    return study_floor({t.number: extra.get(t.number, []) for t in _measured(study)})
 
 
 def floor_line(study: optuna.Study) -> str:

@@ -27,6 +27,7 @@ and `SMOOTH_FORMAT`, written to a temporary name and renamed into place.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterable
@@ -63,13 +64,16 @@ def weight_matmul_groups(model) -> dict[str, list]:
     return groups
 
 
-def activation_maxima(model_path: Path, names: Iterable[str], feeds: Iterable[dict]) -> dict:
-    """Per-channel (last axis) max |x| of each named tensor over the fed batches."""
+def activation_maxima(model, names: Iterable[str], feeds: Iterable[dict]) -> dict:
+    """Per-channel (last axis) max |x| of each named tensor of `model` (an onnx.ModelProto,
+    left as it is) over the fed batches."""
     import onnx
     import onnxruntime
 
     names = list(names)
-    model = onnx.load(str(model_path))
+    augmented = onnx.ModelProto()
+    augmented.CopyFrom(model)
+    model = augmented
     present = {o.name for o in model.graph.output}
     for name in names:
         if name not in present:
@@ -100,7 +104,7 @@ def smooth(model_path: Path, feeds: Iterable[dict], alpha: float):  # -> onnx.Mo
 
     model = onnx.load(str(model_path))
     groups = weight_matmul_groups(model)
-    maxima = activation_maxima(model_path, groups, feeds)
+    maxima = activation_maxima(model, groups, feeds)
     initializers = {i.name: i for i in model.graph.initializer}
     nodes = list(model.graph.node)
     first_use = {}
@@ -144,13 +148,22 @@ def smooth(model_path: Path, feeds: Iterable[dict], alpha: float):  # -> onnx.Mo
 
 
 def smoothing_nodes(model_path: Path) -> list[str]:
-    """The Muls `smooth` inserted: they stay fp32 (quantizing them would undo the point)."""
+    """The Muls `smooth` inserted: they stay fp32 (quantizing them would undo the point).
+    Read once per file version, as `structure.model_structure` is: every trial asks."""
+    stat = Path(model_path).stat()
+    return list(
+        _smoothing_nodes_of(str(Path(model_path).resolve()), stat.st_mtime_ns, stat.st_size)
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _smoothing_nodes_of(path: str, mtime_ns: int, size: int) -> tuple[str, ...]:
     import onnx
 
-    model = onnx.load(str(model_path), load_external_data=False)
-    return [
+    model = onnx.load(path, load_external_data=False)
+    return tuple(
         n.name for n in model.graph.node if n.name.startswith(SMOOTH_PREFIX) and n.op_type == "Mul"
-    ]
+    )
 
 
 def smoothed_model(task, alpha: float, batch_size: int = 8) -> Path:
