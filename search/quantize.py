@@ -16,6 +16,7 @@ from pathlib import Path
 
 from search.config import QuantConfig
 from search.fusion import source_model
+from search.inferred import inferred_model, second_inference_skipped
 from search.smoothing import smoothing_nodes
 from search.structure import model_structure
 
@@ -68,26 +69,30 @@ def quantize(
 
     Optimum is pointed at a folder holding only a link to the model: given the model's own
     folder it loads and re-saves the tokenizer beside every quantized file (0.2 s a trial
-    here, for files nobody reads; `qsearch export` writes the tokenizer itself). The output is
-    named after `fp32_model` whether or not the attention-fused copy was quantized."""
+    here, for files nobody reads; `qsearch export` writes the tokenizer itself). The link is to
+    the source's shape-inferred copy (`search.inferred`: the quantizer's own inference, done
+    once per model instead of once or twice per trial). The output is named after
+    `fp32_model` whether or not the attention-fused copy was quantized."""
     from optimum.onnxruntime import ORTQuantizer
 
     quiet_libraries()
     fp32_model = Path(fp32_model).resolve()
     model = quantization_source(config, fp32_model, smoothed).resolve()
+    inferred = inferred_model(model, dynamic=config.mode == "dynamic")
     out_dir = Path(out_dir)
     source = out_dir.parent / f".{out_dir.name}-source"
     source.mkdir(parents=True, exist_ok=True)
     link = source / fp32_model.name
     try:
         if not link.exists():
-            link.symlink_to(model)
+            link.symlink_to(inferred)
         quantizer = ORTQuantizer.from_pretrained(source, file_name=fp32_model.name)
-        quantizer.quantize(
-            quantization_config=optimum_config(config, model),
-            save_dir=out_dir,
-            calibration_tensors_range=ranges if config.mode == "static" else None,
-        )
+        with second_inference_skipped(inferred):
+            quantizer.quantize(
+                quantization_config=optimum_config(config, model),
+                save_dir=out_dir,
+                calibration_tensors_range=ranges if config.mode == "static" else None,
+            )
     finally:
         shutil.rmtree(source, ignore_errors=True)
     return out_dir / f"{fp32_model.stem}_quantized.onnx"

@@ -1,0 +1,89 @@
+"""The quantizer's shape-inferred copy, made once per model (`search.inferred`): quantizing
+from it writes the bytes onnxruntime's own inference gives, and it is made once."""
+
+import contextlib
+
+import onnx
+import pytest
+
+import search.quantize as quantize_module
+from search.calibrate import compute_ranges
+from search.config import QuantConfig
+from search.inferred import has_gemm, inferred_model
+from search.quantize import quantize
+
+CONFIGS = {
+    "dynamic": QuantConfig(operators=("MatMul",)),
+    "dynamic per-channel, Gemm too": QuantConfig(operators=("Gemm", "MatMul"), per_channel=True),
+    "dynamic weight MatMuls": QuantConfig(operators=("MatMul",), matmul_scope="weights"),
+    "static QDQ": QuantConfig(mode="static", format="QDQ", operators=("Gemm", "MatMul")),
+    "static QOperator": QuantConfig(mode="static", format="QOperator", operators=("MatMul",)),
+}
+
+
+@contextlib.contextmanager
+def onnxruntime_inferring_itself(monkeypatch):
+    """quantize() as it was: the quantizer given the model itself, shapes inferred in it."""
+    with monkeypatch.context() as m:
+        m.setattr(quantize_module, "inferred_model", lambda model, dynamic: model)
+        m.setattr(quantize_module, "second_inference_skipped", lambda m: contextlib.nullcontext())
+        yield
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_quantizing_from_the_inferred_copy_writes_the_same_bytes(
+    tiny_task, tmp_path, monkeypatch, name
+):
+    config = CONFIGS[name]
+    ranges = compute_ranges(tiny_task, config) if config.mode == "static" else None
+    assert has_gemm(tiny_task.model_path)  # the classifier: the dynamic rewrite has work to do
+    ours = quantize(config, tiny_task.model_path, tmp_path / "ours", ranges)
+    with onnxruntime_inferring_itself(monkeypatch):
+        theirs = quantize(config, tiny_task.model_path, tmp_path / "theirs", ranges)
+    assert ours.read_bytes() == theirs.read_bytes()
+
+
+def test_the_copy_is_made_once_per_model_and_pass(tiny_task, tmp_path, monkeypatch):
+    import onnxruntime.quantization.quant_utils as quant_utils
+
+    calls = []
+    real = quant_utils.save_and_reload_model_with_shape_infer
+    monkeypatch.setattr(
+        quant_utils,
+        "save_and_reload_model_with_shape_infer",
+        lambda model: calls.append(1) or real(model),
+    )
+    static = inferred_model(tiny_task.model_path, dynamic=False, home=tmp_path)
+    assert len(calls) == 1
+    dynamic = inferred_model(tiny_task.model_path, dynamic=True, home=tmp_path)
+    assert len(calls) == 3  # inferred, Gemms rewritten, inferred again
+    assert inferred_model(tiny_task.model_path, dynamic=True, home=tmp_path) == dynamic
+    assert inferred_model(tiny_task.model_path, dynamic=False, home=tmp_path) == static
+    assert len(calls) == 3
+    for path, gemms in ((static, True), (dynamic, False)):
+        model = onnx.load(str(path))
+        marks = {p.key: p.value for p in model.metadata_props}
+        assert marks.get("onnx.infer") == "onnxruntime.quant"  # the quantizer skips its pass
+        assert any(n.op_type == "Gemm" for n in model.graph.node) == gemms
+        assert len(model.graph.value_info) > 0
+    assert not [p for p in (tmp_path / "inferred").iterdir() if p.name.startswith(".")]
+
+
+def test_a_trial_quantizes_without_inferring_shapes_again(tiny_task, tmp_path, monkeypatch):
+    """Once the copy exists, neither of the quantizer's passes runs in a trial."""
+    from onnxruntime.quantization import onnx_quantizer
+
+    config = CONFIGS["dynamic per-channel, Gemm too"]
+    quantize(config, tiny_task.model_path, tmp_path / "first")
+    calls, counting = [], {}
+    for module in ("base_quantizer", "onnx_quantizer"):
+        mod = __import__(f"onnxruntime.quantization.{module}", fromlist=["x"])
+        real = mod.save_and_reload_model_with_shape_infer
+        counting[module] = lambda model, real=real, module=module: (
+            calls.append(module) or real(model)
+        )
+        monkeypatch.setattr(mod, "save_and_reload_model_with_shape_infer", counting[module])
+    quantize(config, tiny_task.model_path, tmp_path / "second")
+    assert calls == []
+    # and the quantizer's own function is back in place afterwards
+    assert onnx_quantizer.save_and_reload_model_with_shape_infer is counting["onnx_quantizer"]
