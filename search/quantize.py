@@ -14,6 +14,7 @@ import logging
 import shutil
 from pathlib import Path
 
+from search.channel_weights import per_channel_weights_reused
 from search.config import QuantConfig
 from search.fusion import source_model
 from search.inferred import inferred_model, second_inference_skipped
@@ -71,7 +72,8 @@ def quantize(
     folder it loads and re-saves the tokenizer beside every quantized file (0.2 s a trial
     here, for files nobody reads; `qsearch export` writes the tokenizer itself). The link is to
     the source's shape-inferred copy (`search.inferred`: the quantizer's own inference, done
-    once per model instead of once or twice per trial). The output is named after
+    once per model instead of once or twice per trial), and weights quantized per channel
+    before in this process are reused (`search.channel_weights`). The output is named after
     `fp32_model` whether or not the attention-fused copy was quantized."""
     from optimum.onnxruntime import ORTQuantizer
 
@@ -87,7 +89,7 @@ def quantize(
         if not link.exists():
             link.symlink_to(inferred)
         quantizer = ORTQuantizer.from_pretrained(source, file_name=fp32_model.name)
-        with second_inference_skipped(inferred):
+        with second_inference_skipped(inferred), per_channel_weights_reused():
             quantizer.quantize(
                 quantization_config=optimum_config(config, model),
                 save_dir=out_dir,
