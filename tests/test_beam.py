@@ -333,3 +333,47 @@ def test_only_ties_compares_each_newcomer_with_the_member_it_pushes_out():
     assert not only_ties(["d"], ["a"], done, FP32, 0.01)
     assert not only_ties(["b", "a"], ["a"], done, FP32, 0.01)  # the beam grew
     assert not only_ties(["b"], ["a"], done, FP32, 0.01, behind=frozenset({"a"}))
+
+
+def _uint8_order(order_moves: bool) -> tuple[dict[int, list[QuantConfig]], optuna.Study]:
+    """Rounds of a beam without deferral (so the losing move keeps coming back), in the
+    order their trials ran."""
+    space = load_space("dynamic").resolve(MODEL_OPS)
+    study = new_study()
+    strategy = BeamSearch(width=4, defer_moves=False, order_moves=order_moves)
+    run_search(study, space, strategy, Uint8Slow(), trials=200)
+    rounds: dict[int, list[QuantConfig]] = {}
+    for r in sorted(records(study), key=lambda r: r.number):
+        if r.values is not None and "beam_round" in r.attrs:
+            rounds.setdefault(r.attrs["beam_round"], []).append(
+                QuantConfig.from_dict(r.attrs["config"])
+            )
+    return rounds, study
+
+
+def _uint8_after_int8(configs: list[QuantConfig]) -> bool:
+    dtypes = [c.weights_dtype for c in configs]
+    return "uint8" not in dtypes or "int8" not in dtypes[dtypes.index("uint8") :]
+
+
+def test_a_round_tries_the_moves_that_paid_first_and_nothing_else_changes():
+    ordered, study = _uint8_order(True)
+    walked, plain = _uint8_order(False)
+    # the same rounds of the same configs: the order within a round decides nothing
+    assert {n: {c.key for c in r} for n, r in ordered.items()} == {
+        n: {c.key for c in r} for n, r in walked.items()
+    }
+    front = {tuple(r) for r in pareto_rows(study)[["accuracy", "speedup"]].to_numpy()}
+    assert front == {tuple(r) for r in pareto_rows(plain)[["accuracy", "speedup"]].to_numpy()}
+    # once the uint8 move has lost (round 1), every later round tries it last; in walk order
+    # it comes wherever the space lists it
+    later = [n for n in ordered if n >= 2 and any(c.weights_dtype == "uint8" for c in ordered[n])]
+    assert later
+    assert all(_uint8_after_int8(ordered[n]) for n in later)
+    assert not all(_uint8_after_int8(walked[n]) for n in later)
+
+
+def test_the_ordering_follows_the_deferral_unless_set():
+    assert BeamSearch(defer_moves=True).order_moves
+    assert not BeamSearch(defer_moves=False).order_moves  # --no-defer-moves: the beam before
+    assert BeamSearch(defer_moves=False, order_moves=True).order_moves
