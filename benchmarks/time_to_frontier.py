@@ -98,7 +98,15 @@ def timeline(
             done, t0, [lambda t: within_drop(t.values[0], fp32, max_drop) and t.values[1] >= low]
         )
     final = curve[-1]["hypervolume"] if curve else 0.0
-    converged = convergence(curve)
+    converged = None
+    for i, point in enumerate(curve):
+        if all(later["hypervolume"] <= point["hypervolume"] * (1 + GROWTH) for later in curve[i:]):
+            converged = {
+                "trial": point["trial"],
+                "seconds": point["seconds"],
+                "measured_trials": i + 1,
+            }
+            break
     ends = [t.datetime_complete for t in trials if t.datetime_complete is not None]
     frontier = held_frontier(study, done, t0, fp32 - ref_drop)
     held_before = None
@@ -126,15 +134,6 @@ def timeline(
         "final_hypervolume": final,
         "curve": curve,
     }
-
-
-def convergence(curve: list[dict]) -> dict | None:
-    """The first point of a hypervolume curve after which it never grew by `GROWTH` again:
-    its trial, seconds and how many measured trials it took."""
-    for i, point in enumerate(curve):
-        if all(later["hypervolume"] <= point["hypervolume"] * (1 + GROWTH) for later in curve[i:]):
-            return {"trial": point["trial"], "seconds": point["seconds"], "measured_trials": i + 1}
-    return None
 
 
 def held_frontier(front_of: optuna.Study, done: list, t0, floor: float) -> dict | None:

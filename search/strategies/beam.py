@@ -136,15 +136,6 @@ def _tries(
     return tries
 
 
-def _move_gains(tries: dict[str, list[tuple[str, Record, Record]]]) -> dict[str, float]:
-    """Each tried move's mean log speedup ratio over its tries (moved config / before)."""
-    return {
-        move: sum(_log_ratio(a, b)[0] for _, a, b in pairs) / len(pairs)
-        for move, pairs in tries.items()
-        if pairs
-    }
-
-
 def _judge(tries: dict[str, list[tuple[str, Record, Record]]]) -> dict[str, str]:
     """The moves of `tries` that `BeamSearch.deferred` defers, with their evidence."""
     out = {}
@@ -162,15 +153,6 @@ def _judge(tries: dict[str, list[tuple[str, Record, Record]]]) -> dict[str, str]
     return out
 
 
-def _by_gain(
-    candidates: list[QuantConfig], moves: dict[str, str | None], gains: dict[str, float]
-) -> list[QuantConfig]:
-    """A round's neighbours, the moves that paid most so far first, untried moves (0) before
-    those that lost, in walk order otherwise. The round's configs are the same whatever
-    their order; the order decides how soon within the round the frontier is reached."""
-    return sorted(candidates, key=lambda c: -gains.get(moves.get(c.key) or "", 0.0))
-
-
 class BeamSearch(Strategy):
     def __init__(
         self,
@@ -178,15 +160,11 @@ class BeamSearch(Strategy):
         max_drop: float = 0.01,
         defer_moves: bool = True,
         settle_ties: bool = True,
-        order_moves: bool | None = None,
     ) -> None:
         self.width = width
         self.max_drop = max_drop
         self.defer_moves = defer_moves  # off: every move every round (the beam before)
         self.settle_ties = settle_ties  # off: any change of the kept set is another round
-        # A round's neighbours in the order their moves paid so far (off: walk order); the
-        # same evidence as the deferral, so it follows it unless set.
-        self.order_moves = defer_moves if order_moves is None else order_moves
         self.name = f"beam{width}"
 
     def initial(self, space: SearchSpace) -> list[QuantConfig]:
@@ -273,8 +251,8 @@ class BeamSearch(Strategy):
                 for k, c in members.items()
                 if k in done and done[k].state == TrialState.COMPLETE and done[k].values
             }
-            tries = _tries(measured) if self.defer_moves or self.order_moves else {}
-            deferred = _judge(tries) if self.defer_moves else {}
+            tries = _tries(measured) if self.defer_moves else {}
+            deferred = _judge(tries)
             # Members one deferred move away from another member (the moved side of a try)
             behind = frozenset(key for move in deferred for key, _, _ in tries[move])
             top = self.top(list(members), done, fp32, behind)
@@ -286,14 +264,12 @@ class BeamSearch(Strategy):
             kept = top
             fresh: dict[str, QuantConfig] = {}
             held: dict[str, dict[str, QuantConfig]] = {}  # member -> its deferred neighbours
-            moves: dict[str, str | None] = {}  # neighbour -> the move from its best member
             for key in top:
                 for neighbour in neighbours(space, members[key]):
                     if neighbour.key not in members:
                         move = move_between(members[key], neighbour)
                         target = held.setdefault(key, {}) if move in deferred else fresh
                         target.setdefault(neighbour.key, neighbour)
-                        moves.setdefault(neighbour.key, move)
             # Deferred moves are tried again when nothing else is left: on the first member
             # that has such a neighbour, not on every member (each try that loses again
             # would cost a trial per member, as the beam before did).
@@ -301,8 +277,6 @@ class BeamSearch(Strategy):
             if not fresh:
                 return Round(number, [], top, converged=True, deferred=deferred)
             candidates = list(fresh.values())
-            if self.order_moves:
-                candidates = _by_gain(candidates, moves, _move_gains(tries))
             number += 1
 
     def propose(self, study: optuna.Study, space: SearchSpace) -> list[Proposal]:
