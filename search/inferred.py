@@ -12,7 +12,9 @@ for static quantization the model inferred; for dynamic, that with its Gemms rew
 dynamic quantizer rewrites them, inferred again. Given such a copy the quantizer skips the
 first pass (the model is marked), its rewrite finds no Gemm to change, and its second pass
 is skipped (`second_inference_skipped`): it would reproduce the shapes the copy carries.
-The quantized bytes are the same as before, checked by the tests.
+The quantized bytes are the same as before, checked by the tests. A model over 2 GB keeps its
+weights in files beside it (ONNX's external data): they are part of the key, and a copy that
+large is written the same way.
 """
 
 from __future__ import annotations
@@ -38,15 +40,43 @@ def _digest(path: str, mtime_ns: int, size: int) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+def external_files(model: Path) -> list[Path]:
+    """The files beside `model` that hold its weights in ONNX's external data format (a
+    model over 2 GB: `model.onnx` and `model.onnx_data`), in the order they are named; read
+    once per file version."""
+    stat = Path(model).stat()
+    names = _external_names(str(Path(model).resolve()), stat.st_mtime_ns, stat.st_size)
+    return [Path(model).parent / name for name in names]
+
+
+@functools.lru_cache(maxsize=16)
+def _external_names(path: str, mtime_ns: int, size: int) -> tuple[str, ...]:
+    import onnx
+
+    proto = onnx.load(path, load_external_data=False)
+    names: dict[str, None] = {}
+    for tensor in proto.graph.initializer:
+        if tensor.data_location == onnx.TensorProto.EXTERNAL:
+            entries = {e.key: e.value for e in tensor.external_data}
+            if "location" in entries:
+                names.setdefault(entries["location"])
+    return tuple(names)
+
+
+def _file_digest(path: Path) -> str:
+    stat = path.stat()
+    return _digest(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
+
+
 def _key(model: Path, dynamic: bool) -> str:
     import onnx
     import onnxruntime
 
-    stat = model.stat()
     parts = {
         "format": INFERRED_FORMAT,
         "gemm_as_matmul": dynamic,
-        "model": _digest(str(model), stat.st_mtime_ns, stat.st_size),
+        "model": _file_digest(model),
+        "external": [[p.name, _file_digest(p)] for p in external_files(model)],
         "onnx": onnx.__version__,
         "onnxruntime": onnxruntime.__version__,
     }

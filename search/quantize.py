@@ -11,7 +11,6 @@ quantizes its smoothed copy (`search.smoothing`), the Muls it inserted kept fp32
 from __future__ import annotations
 
 import logging
-import shutil
 from pathlib import Path
 
 from search.channel_weights import per_channel_weights_reused
@@ -68,13 +67,14 @@ def quantize(
 ) -> Path:
     """Write the quantized model for `config` into `out_dir` and return its path.
 
-    Optimum is pointed at a folder holding only a link to the model: given the model's own
-    folder it loads and re-saves the tokenizer beside every quantized file (0.2 s a trial
-    here, for files nobody reads; `qsearch export` writes the tokenizer itself). The link is to
-    the source's shape-inferred copy (`search.inferred`: the quantizer's own inference, done
-    once per model instead of once or twice per trial), and weights quantized per channel
-    before in this process are reused (`search.channel_weights`). The output is named after
-    `fp32_model` whether or not the attention-fused copy was quantized."""
+    Optimum is pointed at the source's shape-inferred copy (`search.inferred`: the
+    quantizer's own inference, done once per model instead of once or twice per trial), in a
+    folder of its own: given the model's own folder Optimum loads and re-saves the tokenizer
+    beside every quantized file (0.2 s a trial here, for files nobody reads; `qsearch export`
+    writes the tokenizer itself), and a model over 2 GB has its weights beside it there
+    (onnx refuses them through a link). Weights quantized per channel before in this process
+    are reused (`search.channel_weights`). The output is named after `fp32_model` whichever
+    copy was quantized."""
     from optimum.onnxruntime import ORTQuantizer
 
     quiet_libraries()
@@ -82,19 +82,15 @@ def quantize(
     model = quantization_source(config, fp32_model, smoothed).resolve()
     inferred = inferred_model(model, dynamic=config.mode == "dynamic")
     out_dir = Path(out_dir)
-    source = out_dir.parent / f".{out_dir.name}-source"
-    source.mkdir(parents=True, exist_ok=True)
-    link = source / fp32_model.name
-    try:
-        if not link.exists():
-            link.symlink_to(inferred)
-        quantizer = ORTQuantizer.from_pretrained(source, file_name=fp32_model.name)
-        with second_inference_skipped(inferred), per_channel_weights_reused():
-            quantizer.quantize(
-                quantization_config=optimum_config(config, model),
-                save_dir=out_dir,
-                calibration_tensors_range=ranges if config.mode == "static" else None,
-            )
-    finally:
-        shutil.rmtree(source, ignore_errors=True)
-    return out_dir / f"{fp32_model.stem}_quantized.onnx"
+    quantizer = ORTQuantizer.from_pretrained(inferred.parent, file_name=inferred.name)
+    with second_inference_skipped(inferred), per_channel_weights_reused():
+        quantizer.quantize(
+            quantization_config=optimum_config(config, model),
+            save_dir=out_dir,
+            calibration_tensors_range=ranges if config.mode == "static" else None,
+        )
+    written = out_dir / f"{inferred.stem}_quantized.onnx"
+    path = out_dir / f"{fp32_model.stem}_quantized.onnx"
+    if written != path:
+        written.replace(path)
+    return path

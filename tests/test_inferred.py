@@ -87,3 +87,44 @@ def test_a_trial_quantizes_without_inferring_shapes_again(tiny_task, tmp_path, m
     assert calls == []
     # and the quantizer's own function is back in place afterwards
     assert onnx_quantizer.save_and_reload_model_with_shape_infer is counting["onnx_quantizer"]
+
+
+@pytest.mark.parametrize("copy_external", [False, True], ids=["copy inline", "copy external"])
+def test_a_model_with_external_data_quantizes_to_the_same_bytes(
+    tiny_task, tmp_path, monkeypatch, copy_external
+):
+    """A model over 2 GB keeps its weights in a file beside it (`model.onnx_data`); the
+    quantizer reads it through a link, so its data must be linked too. Built small here,
+    with every weight external, and the inferred copy forced external as well."""
+    import search.inferred as inferred
+
+    monkeypatch.setenv("QSEARCH_HOME", str(tmp_path / "home"))
+    if copy_external:
+        monkeypatch.setattr(inferred, "EXTERNAL_DATA_BYTES", 0)
+    folder = tmp_path / "external"
+    folder.mkdir()
+    onnx.save_model(
+        onnx.load(str(tiny_task.model_path)),
+        str(folder / "model.onnx"),
+        save_as_external_data=True,
+        location="model.onnx_data",
+        size_threshold=0,
+    )
+    assert [p.name for p in inferred.external_files(folder / "model.onnx")] == ["model.onnx_data"]
+    for name in ("dynamic per-channel, Gemm too", "static QDQ"):
+        config = CONFIGS[name]
+        ranges = compute_ranges(tiny_task, config) if config.mode == "static" else None
+        ours = quantize(config, folder / "model.onnx", tmp_path / f"ext-{config.key}", ranges)
+        inline = quantize(config, tiny_task.model_path, tmp_path / f"in-{config.key}", ranges)
+        # the same model, but for the weights read back from the file saying where they came
+        # from (`data_location: DEFAULT`, explicitly)
+        assert _without_locations(ours) == _without_locations(inline)
+        copies = list((tmp_path / "home" / "inferred").rglob("*.data"))
+        assert bool(copies) == copy_external
+
+
+def _without_locations(path) -> bytes:
+    model = onnx.load(str(path))
+    for tensor in model.graph.initializer:
+        tensor.ClearField("data_location")
+    return model.SerializeToString()
