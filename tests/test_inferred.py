@@ -128,3 +128,32 @@ def _without_locations(path) -> bytes:
     for tensor in model.graph.initializer:
         tensor.ClearField("data_location")
     return model.SerializeToString()
+
+
+def test_the_model_digest_covers_weights_kept_beside_the_model(tiny_task, tmp_path):
+    """Two external-data models with the same graph and other weights: their `.onnx` files
+    are the same bytes, their digests (calibration, sensitivity, the study) are not."""
+    import numpy as np
+    from onnx import numpy_helper
+
+    from search.tasks.base import file_digest, model_digest
+
+    assert model_digest(tiny_task.model_path) == file_digest(tiny_task.model_path)
+    paths = []
+    for i in range(2):
+        model = onnx.load(str(tiny_task.model_path))
+        weight = model.graph.initializer[0]
+        weight.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(weight) + i, weight.name))
+        folder = tmp_path / f"m{i}"
+        folder.mkdir()
+        onnx.save_model(
+            model,
+            str(folder / "model.onnx"),
+            save_as_external_data=True,
+            location="model.onnx_data",
+            size_threshold=0,
+        )
+        paths.append(folder / "model.onnx")
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    assert model_digest(paths[0]) != model_digest(paths[1])
+    assert np.all(np.array([len(model_digest(p)) for p in paths]) == 16)

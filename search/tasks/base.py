@@ -51,6 +51,19 @@ def file_digest(path: Path) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()[:16]
 
 
+def model_digest(model_path: Path) -> str:
+    """The model's identity for caches and the study: its file's digest, and where its
+    weights live in files beside it (ONNX external data, a model over 2 GB) theirs too: its
+    `.onnx` then holds only the graph and where the weights are, the same for any weights."""
+    from search.inferred import external_files
+
+    weights = external_files(model_path)
+    if not weights:
+        return file_digest(model_path)
+    text = "".join(file_digest(p) for p in [Path(model_path), *weights])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
 def look_bounds(total: int, looks: Sequence[float]) -> list[int]:
     """Cumulative example counts at each look (increasing, distinct, the last = total)."""
     bounds = sorted({max(1, min(total, round(total * share))) for share in looks} | {total})
@@ -224,7 +237,7 @@ class TextClassificationTask:
 
     @cached_property
     def model_digest(self) -> str:
-        return file_digest(self.model_path)
+        return model_digest(self.model_path)
 
     def _encode(
         self, texts: Sequence[str], pairs: Sequence[str] | None = None, **kwargs: Any
