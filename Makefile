@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: install run prepare test postgres lint format report dashboard bench-stability \
 	bench-table bench-efficiency bench-cost bench-scopes bench-confirm bench-size bench-process \
-	bench-ttf bench-static bench-static-encoder bench-smooth clean
+	bench-ttf bench-quantize bench-static bench-static-encoder bench-smooth clean
 
 install: $(VENV)/.installed
 
@@ -91,6 +91,11 @@ bench-process: install
 # default task, 5 configs each.
 bench-size: install
 	$(BIN)/python benchmarks/model_size.py --seconds 12
+
+# ~1 minute: quantizing a config before and after the shape-inferred copy and per-channel
+# reuse, side by side, same bytes (MODEL=path/to/model.onnx for another model).
+bench-quantize: install
+	$(BIN)/python benchmarks/quantize_cost.py --rounds 3 $(if $(MODEL),--model $(MODEL))
 
 # ~1 hour: time to a good answer and to convergence, the beam before seeds and the beam as
 # shipped on the same (per-type) space, the beam as shipped on the default space and TPE,
