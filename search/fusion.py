@@ -23,13 +23,13 @@ renamed into place. The fp32 baseline a trial is timed against stays the unfused
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from pathlib import Path
 
 from search.errors import ConfigError
 from search.files import atomic_write
+from search.model_files import file_sha256
 from search.structure import FUSED_ATTENTION, is_scores_group
 
 FUSION_FORMAT = 2
@@ -70,22 +70,12 @@ def _settings() -> dict:
     }
 
 
-@functools.lru_cache(maxsize=8)
-def _file_digest(path: str, mtime_ns: int, size: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def fusion_key(fp32_model: Path) -> str:
     """Content hash of what the fused model depends on: source bytes, settings, onnxruntime."""
     import onnxruntime
 
-    stat = Path(fp32_model).stat()
     parts = {
-        "model": _file_digest(str(Path(fp32_model).resolve()), stat.st_mtime_ns, stat.st_size),
+        "model": file_sha256(fp32_model),
         "settings": _settings(),
         "onnxruntime": onnxruntime.__version__,
     }

@@ -28,44 +28,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from search.files import temp_dir
+from search.model_files import external_files, file_sha256, file_version
 
 INFERRED_FORMAT = 1
 # Above this many bytes of weights a model cannot be one protobuf file (the 2 GiB limit).
 EXTERNAL_DATA_BYTES = 1_800_000_000
-
-
-@functools.lru_cache(maxsize=16)
-def _digest(path: str, mtime_ns: int, size: int) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def external_files(model: Path) -> list[Path]:
-    """The files beside `model` that hold its weights in ONNX's external data format (a
-    model over 2 GB: `model.onnx` and `model.onnx_data`), in the order they are named; read
-    once per file version."""
-    stat = Path(model).stat()
-    names = _external_names(str(Path(model).resolve()), stat.st_mtime_ns, stat.st_size)
-    return [Path(model).parent / name for name in names]
-
-
-@functools.lru_cache(maxsize=16)
-def _external_names(path: str, mtime_ns: int, size: int) -> tuple[str, ...]:
-    import onnx
-
-    proto = onnx.load(path, load_external_data=False)
-    names: dict[str, None] = {}
-    for tensor in proto.graph.initializer:
-        if tensor.data_location == onnx.TensorProto.EXTERNAL:
-            entries = {e.key: e.value for e in tensor.external_data}
-            if "location" in entries:
-                names.setdefault(entries["location"])
-    return tuple(names)
-
-
-def _file_digest(path: Path) -> str:
-    stat = path.stat()
-    return _digest(str(path.resolve()), stat.st_mtime_ns, stat.st_size)
 
 
 def _key(model: Path, dynamic: bool) -> str:
@@ -75,8 +42,8 @@ def _key(model: Path, dynamic: bool) -> str:
     parts = {
         "format": INFERRED_FORMAT,
         "gemm_as_matmul": dynamic,
-        "model": _file_digest(model),
-        "external": [[p.name, _file_digest(p)] for p in external_files(model)],
+        "model": file_sha256(model),
+        "external": [[p.name, file_sha256(p)] for p in external_files(model)],
         "onnx": onnx.__version__,
         "onnxruntime": onnxruntime.__version__,
     }
@@ -134,8 +101,7 @@ def _has_gemm(path: str, mtime_ns: int, size: int) -> bool:
 
 def has_gemm(model: Path) -> bool:
     """Whether the model's main graph has a Gemm (read once per file version)."""
-    stat = Path(model).stat()
-    return _has_gemm(str(Path(model).resolve()), stat.st_mtime_ns, stat.st_size)
+    return _has_gemm(*file_version(model))
 
 
 @contextlib.contextmanager

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from search.files import atomic_write
+from search.model_files import file_version
 
 SMOOTH_FORMAT = 1
 SMOOTH_PREFIX = "qsearch_smooth/"
@@ -150,10 +151,7 @@ def smooth(model_path: Path, feeds: Iterable[dict], alpha: float):  # -> onnx.Mo
 def smoothing_nodes(model_path: Path) -> list[str]:
     """The Muls `smooth` inserted: they stay fp32 (quantizing them would undo the point).
     Read once per file version, as `structure.model_structure` is: every trial asks."""
-    stat = Path(model_path).stat()
-    return list(
-        _smoothing_nodes_of(str(Path(model_path).resolve()), stat.st_mtime_ns, stat.st_size)
-    )
+    return list(_smoothing_nodes_of(*file_version(model_path)))
 
 
 @functools.lru_cache(maxsize=8)

@@ -31,6 +31,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from search.model_files import file_version
+
 ROLES = ("qkv", "attn_out", "ffn_up", "ffn_down", "scores")
 DENSE_ROLES = ("attn_out", "ffn_up", "ffn_down")  # a layer's weight MatMuls after attention
 WHOLE = ("embeddings", "head")
@@ -246,5 +248,4 @@ def _structure_of(path: str, mtime_ns: int, size: int) -> Structure:
 
 def model_structure(path: Path) -> Structure:
     """`find_structure` of a model file, computed once per file version."""
-    stat = Path(path).stat()
-    return _structure_of(str(Path(path).resolve()), stat.st_mtime_ns, stat.st_size)
+    return _structure_of(*file_version(path))

@@ -111,8 +111,8 @@ def big_file(tmp_path) -> Path:
 
 
 def test_file_digests_are_sha256_of_the_bytes(big_file):
+    from search.model_files import file_digest
     from search.objective import _sha256
-    from search.tasks.base import file_digest
 
     data = big_file.read_bytes()
     assert _sha256(big_file) == hashlib.sha256(data).hexdigest()

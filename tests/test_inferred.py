@@ -136,7 +136,7 @@ def test_the_model_digest_covers_weights_kept_beside_the_model(tiny_task, tmp_pa
     import numpy as np
     from onnx import numpy_helper
 
-    from search.tasks.base import file_digest, model_digest
+    from search.model_files import file_digest, model_digest
 
     assert model_digest(tiny_task.model_path) == file_digest(tiny_task.model_path)
     paths = []

@@ -6,7 +6,6 @@ MiniLM sentiment task and a user's own model and data plug in the same way.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -17,6 +16,7 @@ import numpy as np
 
 from search.errors import QsearchError, TaskError, TrialError, first_line
 from search.metrics import LABEL_METRICS, METRICS, score
+from search.model_files import model_digest
 from search.tasks.inputs import InputInfo, check_inputs, fill, model_inputs
 from search.tasks.outputs import (
     OutputChoice,
@@ -43,25 +43,6 @@ class Batch:
 
     def __len__(self) -> int:
         return int(self.index.shape[0])
-
-
-def file_digest(path: Path) -> str:
-    """The first 16 hex digits of the file's SHA-256."""
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()[:16]
-
-
-def model_digest(model_path: Path) -> str:
-    """The model's identity for caches and the study: its file's digest, and where its
-    weights live in files beside it (ONNX external data, a model over 2 GB) theirs too: its
-    `.onnx` then holds only the graph and where the weights are, the same for any weights."""
-    from search.inferred import external_files
-
-    weights = external_files(model_path)
-    if not weights:
-        return file_digest(model_path)
-    text = "".join(file_digest(p) for p in [Path(model_path), *weights])
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def look_bounds(total: int, looks: Sequence[float]) -> list[int]:
