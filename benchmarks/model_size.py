@@ -9,9 +9,11 @@ minutes usefully: each trial's speedup is itself measured side by side against i
 
 For every trial it records the timing phase (the candidate's paired timing, and, the first
 time a set of session options is seen, fp32 under those options timed in the same run,
-taking turns block by block) against `--seconds`, the pair time and block size, and by how
-many blocks (the larger of the run's two kinds) the phase overran the budget; then the
-median trial per model. Prints a table and one JSON line.
+taking turns block by block) against `--seconds`, the pair time and block size, by how
+many blocks (the larger of the run's two kinds) the phase overran the budget, and how many
+examples it was scored on (a config timed before the rest of its scoring, where that costs
+more than the timing, stops scoring once the frontier dominates it); then the median trial
+per model. Prints a table and one JSON line.
 
     .venv/bin/python benchmarks/model_size.py            # make bench-size
     .venv/bin/python benchmarks/model_size.py --layers 2 --hidden 128 --eval-size 64  # quick
@@ -127,6 +129,9 @@ def run_trials(evaluator: Evaluator, seconds: float) -> list[dict]:
             "overrun_blocks": round(max(0.0, phase - seconds) / block, 2) if block else 0.0,
             "speedup": round(result.speedup, 3),
             "accuracy": round(result.accuracy, 4),
+            # examples scored: fewer where the config was timed first and found dominated
+            "scored_on": a["accuracy_looks"][-1]["examples_seen"],
+            "timed_first": bool(a.get("scored_after_timing")),
             **{f"{k}_s": v for k, v in a["phase_seconds"].items()},
         }
         front.append((result.accuracy, a["speedup_low"]))
@@ -226,6 +231,7 @@ def print_table(results: dict, worker: dict, seconds: float) -> None:
         "stopped",
         "overrun (blocks)",
         "speedup",
+        "scored on",
     ):
         table.add_column(column)
     for name, result in results.items():
@@ -242,6 +248,9 @@ def print_table(results: dict, worker: dict, seconds: float) -> None:
                 r.get("stopped", "-"),
                 f"{r['overrun_blocks']:.2f}" if "overrun_blocks" in r else "-",
                 f"{r['speedup']:.3f}x" if "speedup" in r else "-",
+                f"{r['scored_on']}{' (timed first)' if r['timed_first'] else ''}"
+                if "scored_on" in r
+                else "-",
             )
         table.add_row(
             name,
@@ -254,6 +263,7 @@ def print_table(results: dict, worker: dict, seconds: float) -> None:
             "",
             "",
             f"max {result['max_overrun_blocks']}",
+            "",
             "",
         )
     Console(width=220).print(table)

@@ -7,6 +7,8 @@ A trial is answered as cheaply as the evidence allows (`search.early`): a quanti
 already measured in the study is copied (`SameGraph`), a config whose metric provably cannot
 reach `fp32 - prune drop` stops after a slice of the evaluation set (`TrialPruned`), and
 timing stops once the config provably cannot reach the frontier at its accuracy (racing).
+Where scoring costs more than timing (a BERT-base-size model), the config is timed after the
+first slice and the rest is scored only while it can still reach the frontier.
 Scoring and its pruning are `search.scoring`'s; this module runs the phases in order and owns
 the timing against fp32.
 """
@@ -26,7 +28,7 @@ from typing import Any
 from search.calibrate import CalibrationCache
 from search.config import QuantConfig, make_session_options
 from search.context import TrialContext
-from search.early import PruneSettings, race_bar
+from search.early import PruneSettings, dominated, race_bar
 from search.errors import SameGraph, TrialError, TrialPruned, failure_reason
 from search.interleave import interleaved_speedups, paired_speedup
 from search.measure import (
@@ -209,6 +211,19 @@ class Evaluator(Retiming):
         )
         return hashlib.sha256(text.encode()).hexdigest()[:32]
 
+    def _time_first(self, progress) -> bool:
+        """Whether to time the config before scoring the rest of the evaluation set: where
+        the rest would cost more than `prune.time_first` timing budgets, and an interim look
+        bounds the metric (`search.early`)."""
+        share = self.prune.time_first
+        return (
+            self.prune.race
+            and share is not None
+            and not progress.complete
+            and bool(progress.looks)
+            and progress.rest_seconds() > share * self.timing.seconds
+        )
+
     def evaluate(self, config: QuantConfig, context: TrialContext | None = None) -> TrialResult:
         """Measure `config`. Raises `SameGraph` when its graph is in `context.known_graphs`,
         `TrialPruned` when its metric cannot reach the threshold, `TrialError` on failure."""
@@ -239,10 +254,15 @@ class Evaluator(Retiming):
                 "scoring_threads": self.scoring_threads,
             }
             t = time.perf_counter()
-            # The timing session is opened only once the metric is in: a pruned trial needs none.
+            # The timing session is opened only once the metric is in, or its first slice where
+            # the rest costs more than the timing (`_time_first`): a pruned trial needs none.
             scoring = self._open(config, path, self.scoring_threads)
+            progress = self.scorer.begin(scoring, attrs)
             try:
-                outputs, accuracy, looks = self.scorer.score(scoring, attrs)
+                self.scorer.advance(progress, until=1)
+                time_first = self._time_first(progress)
+                if not time_first:
+                    self.scorer.advance(progress)
             except TrialPruned:
                 phases["accuracy"] = time.perf_counter() - t
                 _close(attrs, started)
@@ -250,8 +270,9 @@ class Evaluator(Retiming):
             phases["accuracy"] = time.perf_counter() - t
             t = time.perf_counter()
             same_threads = self.scoring_threads == self.timing.threads
-            session = scoring if same_threads else self._open(config, path)
-            del scoring
+            if not (time_first or same_threads):
+                scoring = progress.session = None  # scored: one model in memory at a time
+            session = progress.session if same_threads else self._open(config, path)
             self._warm_baseline()
             # Loading the timing session is not timing, nor is fp32's first warm-up (the
             # worker's, once): --timing-seconds bounds what follows (a BERT-base-size session
@@ -259,9 +280,28 @@ class Evaluator(Retiming):
             phases["load"] = time.perf_counter() - t
             t = time.perf_counter()
             frontier = (*context.frontier, (self.fp32_accuracy, 1.0))
-            bar = race_bar(frontier, accuracy) if self.prune.race else None
+            # Timed before the rest is scored, it races at the most its metric could be.
+            reach = progress.looks[-1]["metric_ceiling"] if time_first else progress.metric
+            bar = race_bar(frontier, reach) if self.prune.race else None
             speed, gain = self._timing_phase(config, session, bar)
             phases["timing"] = time.perf_counter() - t
+            if time_first:
+                attrs["scored_after_timing"] = True
+                t = time.perf_counter()
+                try:
+                    self.scorer.advance(
+                        progress, stop=lambda look: dominated(frontier, look, speed.high)
+                    )
+                except TrialPruned:
+                    phases["accuracy"] += time.perf_counter() - t
+                    _close(attrs, started)
+                    raise
+                phases["accuracy"] += time.perf_counter() - t
+            del scoring, session
+            outputs, accuracy, looks = self.scorer.result(progress)
+            if progress.stopped is not None:
+                attrs["scoring_stopped"] = progress.stopped
+                attrs["accuracy_examples"] = progress.stopped["examples_seen"]
             if not math.isfinite(speed.ratio) or speed.ratio <= 0:
                 raise TrialError(f"speedup is {speed.ratio}")
             attrs |= {

@@ -264,6 +264,10 @@ the search saw); "confirmed" configs were re-timed round-robin at the end of the
 frontier configs are ties when their ratio measured in the same rounds cannot tell them apart
 (without such rounds: when their intervals overlap). "loaded" marks a measurement during which
 another process used the CPU (its interval was widened or its loaded blocks dropped).
+"scored_on": where scoring costs more than timing (a large model), a config is timed after a
+first slice of the evaluation set, and the rest is scored only while it can still reach the
+frontier; a config the frontier already dominated at its accuracy's upper bound has the
+accuracy of the examples seen, this many (empty: every example).
 {e(floor_line(study))}</p>
 {figures[0] if figures else "<p>No finished trials yet.</p>"}
 <h2>Pareto frontier ({len(front)} configs)</h2>
@@ -311,8 +315,15 @@ another process used the CPU (its interval was widened or its loaded blocks drop
                 "reference",
                 "beam_round",
                 "seconds",
+                "scored_on",
             ],
-            {**fmt, "speedup_low": "{:.3f}", "speedup_high": "{:.3f}", "beam_round": "{:.0f}"},
+            {
+                **fmt,
+                "speedup_low": "{:.3f}",
+                "speedup_high": "{:.3f}",
+                "beam_round": "{:.0f}",
+                "scored_on": "{:.0f}",
+            },
         )
     }
 <h2>Pruned as hopeless ({len(pruned)})</h2>

@@ -66,6 +66,7 @@ COLUMNS = [
     "loaded",
     "acc_diff_low",
     "acc_diff_high",
+    "scored_on",
 ]
 
 
@@ -139,6 +140,9 @@ def trial_rows(study: optuna.Study, confirmed: bool = True) -> pd.DataFrame:
                 "cpu": describe_worker(a.get("worker") or {}),
                 "seconds": a.get("wall_seconds"),
                 "key": a.get("config_key", ""),
+                # examples its accuracy is the mean of, where scoring stopped early
+                # (`search.early.dominated`); None: every example
+                "scored_on": a.get("accuracy_examples"),
             }
         )
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import math
 import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -21,6 +25,40 @@ from search.measure import make_session
 from search.metrics import LABEL_METRICS
 from search.stats import paired_accuracy_difference
 from search.tasks.base import TextClassificationTask
+
+
+@dataclass
+class Progress:
+    """One candidate's scoring so far: the outputs of the slices done, the looks taken, what
+    they cost, and, where it stopped early, why."""
+
+    session: Any
+    attrs: dict
+    slices: int
+    total: int
+    rows: list[np.ndarray] = field(default_factory=list)
+    looks: list[dict] = field(default_factory=list)
+    seconds: float = 0.0
+    metric: float | None = None  # on every example, once they are all seen
+    stopped: dict | None = None
+
+    @property
+    def done(self) -> int:
+        return len(self.rows)
+
+    @property
+    def complete(self) -> bool:
+        return self.done == self.slices
+
+    @property
+    def seen(self) -> int:
+        return sum(len(r) for r in self.rows)
+
+    def rest_seconds(self) -> float:
+        """What the examples not seen yet should cost, at the rate of those seen."""
+        if not self.seen:
+            return math.inf
+        return self.seconds / self.seen * (self.total - self.seen)
 
 
 class Scorer:
@@ -73,8 +111,9 @@ class Scorer:
         refs = self.task.eval_references
         if self.task.metric not in LABEL_METRICS or refs is None:
             return {}
+        n = len(outputs)  # fewer than every example where the scoring stopped early
         d = paired_accuracy_difference(
-            outputs.argmax(-1) == refs, self.fp32_outputs.argmax(-1) == refs
+            outputs.argmax(-1) == refs[:n], self.fp32_outputs[:n].argmax(-1) == refs[:n]
         )
         return {
             "accuracy_diff": d.diff,
@@ -85,47 +124,80 @@ class Scorer:
         }
 
     def score(self, session, attrs: dict) -> tuple[np.ndarray, float, list[dict]]:
-        """The metric, slice by slice (`task.eval_slices`), pruning as soon as the bound
-        allows; returns (outputs, metric, the looks' evidence). Raises `TrialPruned` (with
-        `attrs`) or `TrialError`."""
+        """The metric on every example, slice by slice (`task.eval_slices`), pruning as soon
+        as the bound allows; returns (outputs, metric, the looks' evidence). Raises
+        `TrialPruned` (with `attrs`) or `TrialError`."""
+        progress = self.begin(session, attrs)
+        self.advance(progress)
+        return self.result(progress)
+
+    def begin(self, session, attrs: dict) -> Progress:
+        """A candidate's scoring, not started: `advance` scores it a slice at a time."""
         slices = self.task.eval_slices
-        total = sum(len(b) for part in slices for b in part)
+        return Progress(session, attrs, len(slices), sum(len(b) for part in slices for b in part))
+
+    def advance(
+        self,
+        progress: Progress,
+        until: int | None = None,
+        stop: Callable[[dict], dict | None] | None = None,
+    ) -> None:
+        """Score slices until `until` of them are done (all by default), pruning a hopeless
+        config (`TrialPruned`). After each interim look, `stop` (given the look's evidence)
+        may end the scoring early, returning why: a config the frontier dominates at its
+        metric's ceiling needs no more examples (`search.objective`)."""
+        slices = self.task.eval_slices
+        until = len(slices) if until is None else min(until, len(slices))
         alpha_look = self.prune.alpha / max(1, len(slices) - 1)
         threshold = self.prune_threshold
-        rows: list[np.ndarray] = []
-        looks: list[dict] = []
-        for j, part in enumerate(slices):
+        if stop is not None and progress.looks and not progress.complete:
+            progress.stopped = stop(progress.looks[-1])
+        while progress.done < until and progress.stopped is None:
+            j = progress.done
+            begun = time.perf_counter()
             try:
-                rows.append(self.task.outputs(session, part))
+                progress.rows.append(self.task.outputs(progress.session, slices[j]))
             except TrialError:
                 raise
             except Exception as exc:  # noqa: BLE001
                 raise TrialError(
                     f"onnxruntime failed running the model: {failure_reason(exc)}"
                 ) from exc
-            if j == len(slices) - 1 or threshold <= 0:
+            progress.seconds += time.perf_counter() - begun
+            if progress.complete:
+                self._final_look(progress, threshold)
+                return
+            if threshold <= 0:
                 continue
-            hits = per_example_hits(
-                self.task.metric,
-                np.concatenate(rows),
-                self.task.eval_references,
-                self.fp32_outputs,
-            )
+            hits = self.hits(progress)
             if hits is None:
                 continue
-            look = look_evidence(hits, total, threshold, alpha_look, j + 1, len(slices))
-            looks.append(look)
+            look = look_evidence(hits, progress.total, threshold, alpha_look, j + 1, len(slices))
+            progress.looks.append(look)
             if look["hopeless"]:
-                raise self._pruned(look, attrs)
-        outputs = np.concatenate(rows)
+                raise self._pruned(look, progress.attrs)
+            if stop is not None:
+                progress.stopped = stop(look)
+
+    def hits(self, progress: Progress) -> np.ndarray | None:
+        """1 per example seen so far where the candidate scores (per-example metrics only)."""
+        return per_example_hits(
+            self.task.metric,
+            np.concatenate(progress.rows),
+            self.task.eval_references,
+            self.fp32_outputs,
+        )
+
+    def _final_look(self, progress: Progress, threshold: float) -> None:
+        outputs = np.concatenate(progress.rows)
         metric = self.task.score(outputs, self.fp32_outputs)
         if not math.isfinite(metric):
             raise TrialError(f"accuracy is {metric}")
         final = {
-            "look": len(slices),
-            "looks": len(slices),
-            "examples_seen": total,
-            "examples_total": total,
+            "look": progress.slices,
+            "looks": progress.slices,
+            "examples_seen": progress.total,
+            "examples_total": progress.total,
             "metric_so_far": round(metric, 5),
             "metric_ceiling": round(metric, 5),
             "threshold": round(threshold, 5),
@@ -133,10 +205,22 @@ class Scorer:
             "bound": "exact: every example seen",
             "hopeless": metric < threshold - 1e-12,
         }
-        looks.append(final)
+        progress.looks.append(final)
+        progress.metric = metric
         if final["hopeless"]:
-            raise self._pruned(final, attrs)
-        return outputs, metric, looks
+            raise self._pruned(final, progress.attrs)
+
+    def result(self, progress: Progress) -> tuple[np.ndarray, float, list[dict]]:
+        """(outputs so far, the metric, the looks): the metric on every example, or, where
+        the scoring stopped early, on the examples seen (a per-example mean, unbiased: the
+        slices are a uniform random sample)."""
+        outputs = np.concatenate(progress.rows)
+        if progress.metric is not None:
+            return outputs, progress.metric, progress.looks
+        hits = self.hits(progress)
+        if hits is None:
+            raise TrialError("scoring stopped before every example was seen")
+        return outputs, float(hits.mean()), progress.looks
 
     def _pruned(self, look: dict, attrs: dict) -> TrialPruned:
         metric = self.task.metric

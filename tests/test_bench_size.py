@@ -27,5 +27,7 @@ def test_the_benchmark_reports_every_trial_and_the_budget(capsys, monkeypatch, t
         if r["outcome"] == "measured":
             assert r["block_size"] >= 1 and r["blocks"] >= 2 and r["budget"] == 0.5
             assert r["timing_phase"] > 0 and r["overrun_blocks"] >= 0
+            assert 1 <= r["scored_on"] <= 48 and isinstance(r["timed_first"], bool)
+            assert r["scored_on"] == 48 or r["timed_first"]  # stopped only after timing
     (model,) = result["models"].values()
     assert model["trials"] == len(rows) and model["median_trial_seconds"] > 0

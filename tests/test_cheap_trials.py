@@ -11,12 +11,12 @@ from optuna.trial import TrialState
 from search.calibrate import CalibrationCache, compute_ranges
 from search.config import QuantConfig
 from search.context import TrialContext, trial_context
-from search.early import PruneSettings
-from search.errors import SameGraph, TrialPruned
+from search.early import PruneSettings, dominated
+from search.errors import QsearchError, SameGraph, TrialPruned
 from search.measure import TimingSettings, make_session
 from search.objective import Evaluator
 from search.quantize import quantize
-from search.results import failed_rows, pruned_rows
+from search.results import failed_rows, pruned_rows, trial_rows
 from search.runner import _known, evaluate_into, evaluated_count
 from search.stats import population_upper_bound
 
@@ -187,3 +187,91 @@ def test_outcomes_and_contexts_pickle_for_a_worker_process():
     assert (pruned.reason, pruned.evidence, pruned.attrs) == ("why", {"examples_seen": 8}, {"a": 1})
     context = TrialContext(known_graphs={"k": 1}, frontier=((0.8, 2.0),))
     assert pickle.loads(pickle.dumps(context)) == context
+
+
+def test_dominated_needs_a_frontier_point_as_accurate_as_the_ceiling_and_faster():
+    look = {"look": 1, "examples_seen": 24, "examples_total": 192, "metric_so_far": 0.8}
+    frontier = [(0.9, 2.0), (0.7, 3.0)]
+    stop = dominated(frontier, {**look, "metric_ceiling": 0.85}, 1.9)
+    assert stop["frontier_low"] == 2.0 and stop["examples_seen"] == 24
+    assert "24 of 192" in stop["reason"]
+    assert dominated(frontier, {**look, "metric_ceiling": 0.85}, 2.1) is None  # may be faster
+    assert dominated(frontier, {**look, "metric_ceiling": 0.95}, 1.0) is None  # may be better
+
+
+def test_timed_before_the_rest_is_scored_a_dominated_config_stops_scoring(agreement_task):
+    """time_first=0: every config is timed after the first slice. Against a frontier it
+    cannot reach, the scoring stops at that slice, and its metric is the slice's mean."""
+    config = QuantConfig(operators=("MatMul",))
+    first = Evaluator(agreement_task, FAST, prune=PruneSettings(drop=0.2, time_first=0))
+    plain = Evaluator(agreement_task, FAST, prune=PruneSettings(drop=0.2, time_first=None))
+    try:
+        whole = plain.evaluate(config)
+        assert [x["examples_seen"] for x in whole.attrs["accuracy_looks"]] == [24, 48, 96, 192]
+
+        ahead = TrialContext(frontier=((1.0, 1000.0),))  # faster at any accuracy it can have
+        stopped = first.evaluate(config, ahead)
+        a = stopped.attrs
+        assert a["scored_after_timing"] and a["accuracy_examples"] == 24
+        assert a["scoring_stopped"]["frontier_low"] == 1000.0
+        assert a["scoring_stopped"]["speedup_high"] < 1000.0
+        assert a["timing"]["stopped"] == "raced"  # raced at the metric's ceiling
+        assert [x["examples_seen"] for x in a["accuracy_looks"]] == [24]
+        assert stopped.accuracy == pytest.approx(
+            whole.attrs["accuracy_looks"][0]["metric_so_far"], abs=1e-5
+        )
+
+        study = optuna.create_study(directions=["maximize", "maximize"])
+        for r in (whole, stopped):
+            study.add_trial(
+                optuna.trial.create_trial(values=[r.accuracy, r.speedup], user_attrs=r.attrs)
+            )
+        assert list(trial_rows(study)["scored_on"].fillna(-1)) == [-1, 24]
+    finally:
+        first.close()
+        plain.close()
+
+
+def test_scoring_resumed_after_a_pause_gives_the_metric_scored_at_once(agreement_task, tmp_path):
+    """What a config timed between its first slice and the rest is scored on: the same
+    outputs and metric as without the pause, every look taken."""
+    from search.scoring import Scorer
+
+    path = quantize(QuantConfig(operators=("MatMul",)), agreement_task.model_path, tmp_path, None)
+    scorer = Scorer(agreement_task, PruneSettings(drop=0.2))
+    outputs, metric, looks = scorer.score(make_session(path), {})
+    progress = scorer.begin(make_session(path), {})
+    scorer.advance(progress, until=1)
+    assert progress.done == 1 and progress.seen == 24 and not progress.complete
+    assert 0 < progress.rest_seconds() < float("inf")
+    scorer.advance(progress, stop=lambda look: None)
+    resumed, again, looks_again = scorer.result(progress)
+    np.testing.assert_array_equal(resumed, outputs)
+    assert again == metric and progress.complete and progress.stopped is None
+    assert [x["examples_seen"] for x in looks_again] == [x["examples_seen"] for x in looks]
+
+
+def test_a_config_is_timed_first_where_the_rest_of_its_scoring_costs_more(agreement_task):
+    from search.scoring import Progress
+
+    def progress(seconds: float) -> Progress:
+        p = Progress(None, {}, slices=4, total=192, seconds=seconds, looks=[{"look": 1}])
+        p.rows.append(np.zeros((24, 2)))
+        return p
+
+    def timed_first(prune: PruneSettings, seconds: float) -> bool:
+        ev = Evaluator(agreement_task, TimingSettings(seconds=12), prune=prune)
+        try:
+            return ev._time_first(progress(seconds))
+        finally:
+            ev.close()
+
+    # the rest, 168 examples, at the first 24's rate: 7x the slice, against 12 s of timing
+    assert progress(1.0).rest_seconds() == pytest.approx(7.0)
+    assert not timed_first(PruneSettings(), 1.0)  # 7 s < 12 s: score first, race on it
+    assert timed_first(PruneSettings(), 2.0)  # 14 s > 12 s
+    assert not timed_first(PruneSettings(time_first=2.0), 2.0)
+    assert not timed_first(PruneSettings(time_first=None), 100.0)
+    assert not timed_first(PruneSettings(race=False), 100.0)  # the stop is a race
+    with pytest.raises(QsearchError, match="time_first"):
+        PruneSettings(time_first=-1)
