@@ -9,7 +9,7 @@ export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: install run prepare test postgres lint format report dashboard bench-stability \
 	bench-table bench-efficiency bench-cost bench-scopes bench-confirm bench-size bench-process \
-	bench-ttf bench-quantize bench-static bench-static-encoder bench-smooth clean
+	bench-ttf bench-quantize bench-static bench-static-encoder bench-smooth bench-lent clean
 
 install: $(VENV)/.installed
 
@@ -91,6 +91,11 @@ bench-process: install
 # default task, 5 configs each.
 bench-size: install
 	$(BIN)/python benchmarks/model_size.py --seconds 12
+
+# ~5 minutes: trial intervals from their own blocks and with the worker's block spread lent,
+# from the same blocks, on timings short enough to hold two or three blocks each
+bench-lent: install
+	$(BIN)/python benchmarks/lent_spread.py --repeats 40 --seconds 1.5
 
 # ~1 minute: quantizing a config before and after the shape-inferred copy and per-channel
 # reuse, side by side, same bytes (MODEL=path/to/model.onnx for another model).

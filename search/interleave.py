@@ -27,7 +27,7 @@ serves trials, confirmation rounds and `qsearch measure` alike.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -41,6 +41,7 @@ from search.measure import (
     timed_run,
     timing_result,
 )
+from search.stats import Spread
 from search.tasks.base import Batch
 
 
@@ -90,6 +91,7 @@ def interleaved_speedups(
     first_batch: Sequence[int] | None = None,
     optional: Sequence[bool] | None = None,
     baseline_seconds: float | None = None,
+    priors: Mapping[int, Spread] | None = None,
 ) -> list[Speedup | str | None]:
     """Each candidate's speedup over `baseline` from one run bounded by `settings.seconds`
     (for all of them together), the candidates taking turns a block at a time. A candidate
@@ -101,7 +103,9 @@ def interleaved_speedups(
     candidate answers None, untimed, when after the others' warm-up the budget cannot hold
     two one-pair blocks of every candidate (estimated from the warm-up runs, the optional
     ones and a warm baseline at `baseline_seconds` or the slowest run seen): on a model whose
-    pair takes seconds, the measurement that must be made keeps the budget."""
+    pair takes seconds, the measurement that must be made keeps the budget. `priors`: block
+    spread lent by the worker's earlier timings, per pairs per block (`search.stats.Spread`),
+    for the intervals and the race."""
     return _timing_run(
         baseline,
         candidates,
@@ -114,6 +118,7 @@ def interleaved_speedups(
         first_batch,
         optional,
         baseline_seconds,
+        priors,
     )[1]
 
 
@@ -126,13 +131,22 @@ def paired_speedup(
     probe: LoadProbe | None = None,
     race_below: float | None = None,
     baseline_warm: bool = False,
+    priors: Mapping[int, Spread] | None = None,
 ) -> Speedup:
     """Speedup of `candidate` over `baseline`: interleaved runs on the same batches. With
     `race_below`, timing stops ("raced") once the interval's upper bound, floor included, is
     below it: two non-overlapping 95% intervals, checked after each block from the second
     on (the config stays off the frontier unless both intervals are wrong together)."""
     timed, (speed,) = _timing_run(
-        baseline, [candidate], batches, settings, clock, probe, baseline_warm, (race_below,)
+        baseline,
+        [candidate],
+        batches,
+        settings,
+        clock,
+        probe,
+        baseline_warm,
+        (race_below,),
+        priors=priors,
     )
     if timed[0].exception is not None:  # as the run raised it: one candidate, nothing to go on
         raise timed[0].exception
@@ -151,6 +165,7 @@ def _timing_run(
     first_batch: Sequence[int] | None = None,
     optional: Sequence[bool] | None = None,
     baseline_seconds: float | None = None,
+    priors: Mapping[int, Spread] | None = None,
 ) -> tuple[list[_Timed], list[Speedup | str | None]]:
     """`interleaved_speedups`, with each candidate's record (its exception, if any)."""
     probe = probe or LoadProbe()
@@ -181,7 +196,8 @@ def _timing_run(
             if not t.active:
                 continue
             if all(len(x.logs) >= 2 for x in timed if x.active):
-                stopped = _stop(timed, bars, settings, clock() - started, t)
+                prior = (priors or {}).get(per_block)
+                stopped = _stop(timed, bars, settings, clock() - started, t, prior)
             elif all(x.logs for x in timed if x.active) and clock() - started >= settings.seconds:
                 stopped = "budget"  # a second block would end more than one block past it
             if stopped:
@@ -223,19 +239,25 @@ def _timing_run(
                 warmup=warmup,
                 block_size=per_block,
                 race_below=bars.get(k),
+                prior=(priors or {}).get(per_block),
             )
         )
     return timed, out
 
 
 def _stop(
-    timed: list[_Timed], bars: dict[int, float], settings: TimingSettings, elapsed: float, nxt
+    timed: list[_Timed],
+    bars: dict[int, float],
+    settings: TimingSettings,
+    elapsed: float,
+    nxt,
+    prior: Spread | None = None,
 ) -> str | None:
     """Before `nxt`'s next block: "raced", "budget" (that block, at its mean time so far,
     would end past the budget), "target" (every candidate's interval tight), or None."""
     active = [k for k, t in enumerate(timed) if t.active]
     racing = [k for k in bars if k in active]
-    if racing and all(_upper(timed[k], settings) < bars[k] for k in racing):
+    if racing and all(_upper(timed[k], settings, prior) < bars[k] for k in racing):
         return "raced"
     if elapsed + float(np.mean(nxt.block_seconds)) > settings.seconds:
         return "budget"
@@ -276,5 +298,5 @@ def _tight(t: _Timed, settings: TimingSettings) -> bool:
     return est.rel_half_width <= settings.target and len(t.logs) - loaded >= settings.min_blocks
 
 
-def _upper(t: _Timed, settings: TimingSettings) -> float:
-    return estimate_blocks(t.logs, t.loads, settings)[0].high
+def _upper(t: _Timed, settings: TimingSettings, prior: Spread | None = None) -> float:
+    return estimate_blocks(t.logs, t.loads, settings, prior=prior)[0].high

@@ -45,7 +45,7 @@ from pathlib import Path
 
 import numpy as np
 
-from search.stats import Estimate, block_estimate
+from search.stats import Estimate, Spread, block_estimate
 from search.tasks.base import Batch
 
 OBJECTIVES = ("throughput", "latency")
@@ -98,13 +98,17 @@ class Speedup:
     race_below: float | None = None  # the frontier's speed at this accuracy, when racing
     warmup_seconds: float = 0.0  # untimed runs before timing (inside the budget)
     block_size: int = 0  # pairs per block, sized from the first pair's time
+    block_logs: tuple[float, ...] = ()  # each block's log ratio, in order
+    spread_df: int = 0  # degrees of freedom of block spread lent by earlier timings
 
     @property
     def rel_half_width(self) -> float:
         return (self.high - self.low) / (2 * self.ratio)
 
     def to_dict(self) -> dict:
-        return {k: round(v, 5) if isinstance(v, float) else v for k, v in asdict(self).items()}
+        out = {k: round(v, 5) if isinstance(v, float) else v for k, v in asdict(self).items()}
+        out["block_logs"] = [round(x, 6) for x in self.block_logs]
+        return out
 
 
 class LoadProbe:
@@ -184,18 +188,23 @@ def timed_run(session, batch: Batch, clock: Callable[[], float]) -> float:
 
 
 def estimate_blocks(
-    logs: Sequence[float], loads: Sequence[float], settings: TimingSettings, floor: bool = True
+    logs: Sequence[float],
+    loads: Sequence[float],
+    settings: TimingSettings,
+    floor: bool = True,
+    prior: Spread | None = None,
 ) -> tuple[Estimate, int]:
     """The estimate from clean blocks if there are enough, else from all, widened. One block
     (a budget that held no more, see the module docstring) has no spread to read: its
     interval is the drift floor, doubled. Without `floor`, the interval is the blocks' own
-    (what more timing can still shrink; infinite for one block)."""
+    (what more timing can still shrink; infinite for one block). `prior`: block spread lent
+    by the worker's earlier timings (`search.stats.Spread`)."""
     clean = [x for x, load in zip(logs, loads, strict=True) if load <= settings.load_threshold]
     loaded = len(logs) - len(clean)
     drift = settings.floor if floor else 0.0
     if len(clean) >= max(2, settings.min_blocks):
-        return block_estimate(clean, drift), loaded
-    est = block_estimate(logs, drift)
+        return block_estimate(clean, drift, prior), loaded
+    est = block_estimate(logs, drift, prior)
     if len(logs) == 1:  # no spread between blocks to read: the floor, doubled
         half = 2 * math.log1p(drift) if drift else math.inf
     elif loaded:
@@ -221,10 +230,11 @@ def timing_result(
     warmup: float,
     block_size: int,
     race_below: float | None = None,
+    prior: Spread | None = None,
 ) -> Speedup:
     """One candidate's `Speedup` from its blocks' log ratios, their loads and every pair's
     times: the one place a timing run becomes an estimate (`search.interleave`)."""
-    est, loaded = estimate_blocks(logs, loads, settings)
+    est, loaded = estimate_blocks(logs, loads, settings, prior=prior)
     base = np.asarray(base_t)
     cand = np.asarray(cand_t)
     return Speedup(
@@ -247,6 +257,8 @@ def timing_result(
         race_below=race_below,
         warmup_seconds=warmup,
         block_size=block_size,
+        block_logs=tuple(float(x) for x in logs),
+        spread_df=prior.df if prior is not None and len(logs) > 1 else 0,
     )
 
 

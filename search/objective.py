@@ -40,6 +40,7 @@ from search.measure import (
 from search.quantize import quantize
 from search.retime import Retiming
 from search.scoring import Scorer
+from search.stats import Spread
 from search.tasks.base import TextClassificationTask
 from search.worker import worker_info
 
@@ -82,6 +83,9 @@ class Evaluator(Retiming):
         self._rounds: dict[str, tuple[Any, Path, Path]] = {}
         self._round_batch: dict[str, int] = {}  # and where each one's next pair starts
         self.fp32_size_mb = task.model_path.stat().st_size / 1e6
+        # block spread of this worker's trial timings so far, per pairs per block: lent to
+        # the next trial's interval and race (`search.stats.Spread`)
+        self.spread: dict[int, Spread] = {}
 
     @property
     def baseline(self):
@@ -132,10 +136,20 @@ class Evaluator(Retiming):
             timing,
             race_below=race_below,
             baseline_warm=self._baseline_warm,
+            priors=self.spread,
         )
         self._baseline_warm = True
         self._baseline_seconds = speed.baseline_p50_ms / 1000
+        self._lend(speed)
         return speed
+
+    def _lend(self, *speeds: Speedup | None) -> None:
+        """Add a timing's blocks to the worker's spread (none under load: their spread is
+        the other process's)."""
+        for speed in speeds:
+            if speed is not None and not speed.loaded and len(speed.block_logs) > 1:
+                before = self.spread.get(speed.block_size, Spread())
+                self.spread[speed.block_size] = before.add(speed.block_logs)
 
     def _timing_phase(self, config: QuantConfig, session, race_below: float | None):
         """The candidate's speedup and its options' gain (fp32's own speedup under the
@@ -161,12 +175,14 @@ class Evaluator(Retiming):
             race_below=(None, race_below),
             optional=(True, False),
             baseline_seconds=self._baseline_seconds,
+            priors=self.spread,
         )
         self._baseline_warm = True
         if isinstance(speed, str):
             raise TrialError(speed)
         if isinstance(gain, str):
             raise TrialError(f"fp32 under these session options: {gain}")
+        self._lend(speed, gain)
         self._baseline_seconds = speed.baseline_p50_ms / 1000
         self._options_gain[key] = gain  # None: not measured, and not tried again
         return speed, gain

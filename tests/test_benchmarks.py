@@ -3,6 +3,7 @@ speed belongs to the benchmarks, these machines are noisy)."""
 
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -281,3 +282,15 @@ def test_smooth_quant_scores_and_times_each_base_with_and_without_it(tiny_task, 
     bench.print_result(result)
     line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert line["benchmark"] == "smooth_quant" and len(line["rows"]) == 4
+
+
+def test_lent_spread_gives_both_intervals_from_the_same_blocks(tiny_task):
+    bench = load("lent_spread")
+    timing = TimingSettings(seconds=0.3, block_pairs=2, min_blocks=2, warmup_runs=1)
+    rows = bench.run_benchmark(tiny_task, repeats=3, timing=timing, progress=lambda _: None)
+    assert [r["config"] for r in rows] == list(bench.CONFIGS)
+    for row in rows:
+        assert row["repeats"] == 3 and row["median_speedup"] > 0
+        for kind in ("own", "lent"):
+            assert 0 <= row[f"{kind}_coverage"] <= 1
+            assert row[f"{kind}_median_half_width_percent"] >= 100 * math.log1p(timing.floor) - 1e-6

@@ -275,3 +275,21 @@ def test_a_config_is_timed_first_where_the_rest_of_its_scoring_costs_more(agreem
     assert not timed_first(PruneSettings(race=False), 100.0)  # the stop is a race
     with pytest.raises(QsearchError, match="time_first"):
         PruneSettings(time_first=-1)
+
+
+def test_a_worker_lends_its_trials_block_spread_to_the_next_trial(tiny_task):
+    """Every unloaded trial timing adds its blocks' spread to the evaluator's, per pairs per
+    block, and the next trial's interval borrows what was there when it began."""
+    ev = Evaluator(tiny_task, TimingSettings(seconds=1.0, warmup_runs=1, block_pairs=2))
+    try:
+        first = ev.evaluate(QuantConfig(operators=("MatMul",))).attrs["timing"]
+        assert first["spread_df"] == 0  # nothing lent before the first trial
+        assert len(first["block_logs"]) == first["blocks"] >= 2
+        lent = dict(ev.spread)
+        expected = {} if first["loaded"] else {first["block_size"]: first["blocks"] - 1}
+        assert {size: s.df for size, s in lent.items()} == expected
+        second = ev.evaluate(QuantConfig(operators=("Gather", "MatMul"))).attrs["timing"]
+        before = lent.get(second["block_size"])
+        assert second["spread_df"] == (before.df if before else 0)
+    finally:
+        ev.close()

@@ -7,6 +7,7 @@ import pytest
 
 from search.interleave import interleaved_speedups, paired_speedup
 from search.measure import TimingSettings
+from search.stats import Spread
 from search.tasks.base import Batch
 from tests.fake_timing import FakeClock, FakeProbe, FakeSession
 
@@ -268,3 +269,28 @@ def test_an_optional_candidate_the_budget_cannot_hold_is_left_untimed():
         optional=(True, False),
     )
     assert gain.blocks >= 2 and speed.blocks >= 2
+
+
+def test_a_lent_block_spread_lets_a_two_block_trial_race():
+    """A BERT-base-size trial holds two one-pair blocks in its budget: with one degree of
+    freedom its interval cannot rule out a 1.75x bar for a 1.5x config, so it is timed to the
+    budget. With the spread of the worker's earlier trials lent (the evaluator's `spread`,
+    per pairs per block) it races, and its record says how many degrees were lent."""
+    settings = TimingSettings(seconds=12, target=1e-6, floor=0.05)
+
+    def trial(priors):
+        clock = FakeClock()
+        base = FakeSession(clock, 2.4, 0.03, seed=4)
+        cand = FakeSession(clock, 1.6, 0.03, seed=5)
+        return paired_speedup(
+            base, cand, BATCHES, settings, clock, FakeProbe(()), race_below=1.75, priors=priors
+        )
+
+    alone = trial(None)
+    assert alone.block_size == 1 and alone.stopped == "budget" and alone.high > 1.75
+    assert alone.spread_df == 0 and len(alone.block_logs) == alone.blocks
+    lent = {1: Spread(ss=0.0005 * 40, df=40)}  # block log ratios of sd ~0.022
+    raced = trial(lent)
+    assert raced.stopped == "raced" and raced.high < 1.75 and raced.spread_df == 40
+    assert raced.low <= 1.5 <= raced.high
+    assert trial({3: lent[1]}).stopped == "budget"  # another block size lends nothing
