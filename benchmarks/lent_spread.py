@@ -31,7 +31,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from search.config import QuantConfig, make_session_options  # noqa: E402
 from search.interleave import paired_speedup  # noqa: E402
-from search.measure import TimingSettings, estimate_blocks, make_session  # noqa: E402
+from search.measure import (  # noqa: E402
+    TimingSettings,
+    estimate_blocks,
+    lend_spread,
+    make_session,
+)
 from search.quantize import quantize, quiet_libraries  # noqa: E402
 from search.stats import Spread  # noqa: E402
 from search.worker import describe_worker, worker_info  # noqa: E402
@@ -76,8 +81,7 @@ def run_benchmark(task, repeats: int, timing: TimingSettings, progress=print) ->
                         "loaded": speed.loaded,
                     }
                 )
-                if not speed.loaded and len(logs) > 1:
-                    spread[speed.block_size] = spread.get(speed.block_size, Spread()).add(logs)
+                lend_spread(spread, speed)  # as the evaluator does after a trial
             progress(
                 f"repeat {r + 1}/{repeats}: "
                 + ", ".join(f"{n} {runs[n][-1]['speedup']:.3f}" for n in runs)

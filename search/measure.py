@@ -187,6 +187,14 @@ def timed_run(session, batch: Batch, clock: Callable[[], float]) -> float:
     return clock() - start
 
 
+def lend_spread(spread: dict[int, Spread], speed: Speedup | None) -> None:
+    """Add a timing's blocks to a worker's spread, per pairs per block (`search.stats.Spread`);
+    none under load: their spread is the other process's."""
+    if speed is not None and not speed.loaded and len(speed.block_logs) > 1:
+        before = spread.get(speed.block_size, Spread())
+        spread[speed.block_size] = before.add(speed.block_logs)
+
+
 def estimate_blocks(
     logs: Sequence[float],
     loads: Sequence[float],

@@ -34,6 +34,7 @@ from search.interleave import interleaved_speedups, paired_speedup
 from search.measure import (
     Speedup,
     TimingSettings,
+    lend_spread,
     make_session,
     steady_allocator,
 )
@@ -144,12 +145,8 @@ class Evaluator(Retiming):
         return speed
 
     def _lend(self, *speeds: Speedup | None) -> None:
-        """Add a timing's blocks to the worker's spread (none under load: their spread is
-        the other process's)."""
         for speed in speeds:
-            if speed is not None and not speed.loaded and len(speed.block_logs) > 1:
-                before = self.spread.get(speed.block_size, Spread())
-                self.spread[speed.block_size] = before.add(speed.block_logs)
+            lend_spread(self.spread, speed)
 
     def _timing_phase(self, config: QuantConfig, session, race_below: float | None):
         """The candidate's speedup and its options' gain (fp32's own speedup under the
