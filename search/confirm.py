@@ -17,6 +17,10 @@ unconfirmed. Everything lives in the study's user attributes (`speed_blocks:<tri
 `confirmation_rounds`, `confirmations`), since a finished Optuna trial cannot be changed:
 the study stays the one record of the search.
 
+Its accuracy twin, `complete_frontier`, runs before and after it: a config whose scoring
+stopped once the search's question about it was answered (a large model, `search.early`) is
+scored on every example if the frontier may hold it (`search.completion`).
+
 Of several workers sharing a study, the one that finished its last trial confirms: the
 others reach the end together with it (one waiting for the other's last trial sees the
 budget reached at the moment that worker does), so "nothing is running elsewhere" alone
@@ -33,6 +37,7 @@ from datetime import datetime
 import optuna
 import pandas as pd
 
+from search.completion import COMPLETE_PREFIX, completed, to_complete
 from search.config import QuantConfig
 from search.errors import TrialError
 from search.liveness import GRACE_PERIOD, HOST, is_interrupted, worker_id
@@ -68,6 +73,7 @@ ROUNDS_PER_PASS = 6  # each candidate timed in 6 rounds: 6 blocks, each in other
 MAX_PASSES = 3  # a pass that moves the frontier is followed by one over the new candidates
 MAX_PASS_CONFIGS = 12  # a pass lasts at most 12 candidates' --confirm-seconds
 DEFAULT_SECONDS = 36.0  # per candidate and pass, when not given (3x a trial's 12 s)
+MAX_COMPLETIONS = 20  # configs scored on every example per call (each re-reads the frontier)
 
 
 def to_confirm(rows: pd.DataFrame) -> list[int]:
@@ -237,3 +243,31 @@ def _run_pass(
             **worker_id(),
         }
     study.set_user_attr(CONFIRMATIONS, {str(k): v for k, v in done.items()})
+
+
+def complete_frontier(
+    study: optuna.Study, evaluator, on_stage: Callable[[str], None] | None = None
+) -> list[int]:
+    """Score on every example the partly scored configs the frontier may hold (`to_complete`),
+    reading the frontier again after each, until none is left; returns the trials completed.
+    A config that fails is recorded with its error and keeps its partial metric. Like the
+    confirmation, left to the worker that finished the last trial (`confirmer_elsewhere`)."""
+    done: list[int] = []
+    if confirmer_elsewhere(study):
+        return done
+    for _ in range(MAX_COMPLETIONS):
+        have = completed(study)
+        todo = [n for n in to_complete(study, trial_rows(study)) if n not in have]
+        if not todo:
+            break
+        number = todo[0]  # the fastest: completing it may settle the rest
+        if on_stage:
+            on_stage(f"scoring trial {number} on every example (it may be on the frontier)")
+        config = QuantConfig.from_dict(study.trials[number].user_attrs["config"])
+        try:
+            record = evaluator.rescore(config)
+        except TrialError as exc:
+            record = {"error": str(exc)}
+        study.set_user_attr(f"{COMPLETE_PREFIX}{number}", {**record, **worker_id()})
+        done.append(number)
+    return done

@@ -20,6 +20,15 @@ can still reach the frontier: once a frontier point at least as accurate as the 
 faster than the config's speedup upper bound (`dominated`), no example left can change its
 place, and its metric is the mean on the examples seen. The bound is the pruning's own, so
 the two stops together still err with chance at most `alpha`.
+
+There, scoring also stops once the search's own question about the config is answered: is
+it within `--max-drop` of fp32 (`decided`)? Exact bounds on its drop over the whole set come
+from the examples where its class differs from fp32's (`drop_range`: only those can move the
+metric away from fp32's); once both sides of the bar are told apart, the beam's ranking of
+the config (an answer or not) cannot change with more examples, and its exact metric matters
+only if it ends on the frontier, where `search.completion` scores it on every example before
+the search reports. So a trial costs what the search's decision needs, and the frontier's
+numbers are still exact.
 """
 
 from __future__ import annotations
@@ -50,6 +59,9 @@ class PruneSettings:
     # model's 875 other examples take ~24 s on 2 cores against a 12 s budget; the default
     # task's ~3 s. 0: always; None: never. Needs `race`.
     time_first: float | None = 1.0
+    # The tolerance a config timed first is decided against (`decided`): `--max-drop`.
+    # None: score on until dominated or done.
+    max_drop: float | None = 0.01
 
     def __post_init__(self) -> None:
         if not 0 <= self.drop <= 1:
@@ -58,6 +70,8 @@ class PruneSettings:
             raise QsearchError(f"prune alpha must be in (0, 1), but got {self.alpha}")
         if self.time_first is not None and not self.time_first >= 0:
             raise QsearchError(f"time_first must be >= 0 or None, but got {self.time_first}")
+        if self.max_drop is not None and not 0 <= self.max_drop <= 1:
+            raise QsearchError(f"--max-drop must be a fraction in [0, 1], but got {self.max_drop}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,12 +92,50 @@ def per_example_hits(
     return (predictions == target).astype(np.int64)
 
 
+def drop_range(
+    metric: str,
+    outputs: np.ndarray,
+    references: np.ndarray | None,
+    fp32_outputs: np.ndarray,
+    total: int,
+    alpha: float,
+) -> tuple[float, float] | None:
+    """Exact bounds (each side at level `alpha`) on the config's drop from fp32 over all
+    `total` examples, from the first `len(outputs)` (a uniform random sample): on an unseen
+    example the two can differ only where their classes differ, so the drop on the rest lies
+    within +-(the disagreements left), bounded by the hypergeometric bound on disagreements.
+    For `agreement` fp32 scores 1 everywhere, so the drop is the disagreements' share. None
+    for metrics that are not a mean over examples."""
+    if metric not in PER_EXAMPLE_METRICS:
+        return None
+    seen = len(outputs)
+    predictions = np.argmax(outputs, axis=-1)
+    fp32 = np.argmax(fp32_outputs[:seen], axis=-1)
+    differ = int((predictions != fp32).sum())
+    most = population_upper_bound(differ, seen, total, alpha)  # disagreements, all examples
+    if metric == "agreement":
+        least = total - population_upper_bound(seen - differ, seen, total, alpha)
+        return least / total, most / total
+    target = np.asarray(references)[:seen]
+    gap = int((fp32 == target).sum()) - int((predictions == target).sum())
+    left = most - differ
+    return (gap - left) / total, (gap + left) / total
+
+
 def look_evidence(
-    hits: np.ndarray, total: int, threshold: float, alpha_look: float, look: int, looks: int
+    hits: np.ndarray,
+    total: int,
+    threshold: float,
+    alpha_look: float,
+    look: int,
+    looks: int,
+    drop: tuple[float, float] | None = None,
 ) -> dict:
-    """The numbers behind one interim look: what was seen and the bound on the full set."""
+    """The numbers behind one interim look: what was seen and the bounds on the full set
+    (the metric's ceiling; with `drop`, the drop's range from `drop_range`)."""
     seen, correct = len(hits), int(hits.sum())
     ceiling = population_upper_bound(correct, seen, total, alpha_look) / total
+    extra = {} if drop is None else {"drop_low": round(drop[0], 5), "drop_high": round(drop[1], 5)}
     return {
         "look": look,
         "looks": looks,
@@ -95,6 +147,7 @@ def look_evidence(
         "alpha_per_look": alpha_look,
         "bound": "one-sided exact hypergeometric upper bound, Bonferroni over interim looks",
         "hopeless": ceiling < threshold - 1e-12,
+        **extra,
     }
 
 
@@ -129,5 +182,37 @@ def dominated(
             f"scored on {seen} of {total} examples: at most {look['metric_ceiling']:.3f} on all, "
             f"where the frontier is at least {bar:.3f}x, above this config's {speedup_high:.3f}x "
             "upper bound"
+        ),
+    }
+
+
+def decided(look: dict, max_drop: float | None) -> dict | None:
+    """Why scoring may stop at this interim `look`: the drop's exact range over every example
+    lies wholly within `max_drop` or wholly beyond it, so whether the config is an answer is
+    settled (its exact metric is `search.completion`'s, if it ends on the frontier). None
+    while the range straddles the bar."""
+    if max_drop is None or "drop_high" not in look:
+        return None
+    low, high = look["drop_low"], look["drop_high"]
+    if high <= max_drop + 1e-12:
+        side = "within"
+    elif low > max_drop + 1e-12:
+        side = "beyond"
+    else:
+        return None
+    seen, total = look["examples_seen"], look["examples_total"]
+    return {
+        "look": look["look"],
+        "examples_seen": seen,
+        "examples_total": total,
+        "metric_so_far": look["metric_so_far"],
+        "metric_ceiling": look["metric_ceiling"],
+        "drop_low": low,
+        "drop_high": high,
+        "max_drop": max_drop,
+        "reason": (
+            f"scored on {seen} of {total} examples: the drop from fp32 on all of them lies in "
+            f"[{100 * low:.2f}, {100 * high:.2f}] points, {side} --max-drop "
+            f"{100 * max_drop:g} point(s)"
         ),
     }

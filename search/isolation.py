@@ -105,7 +105,7 @@ def describe_exit(code: int | None) -> str:
 
 
 class IsolatedEvaluator:
-    """The Evaluator's interface (`evaluate`, `retime`, `retime_round`, `fp32_accuracy`,
+    """The Evaluator's interface (`evaluate`, `rescore`, `retime`, `retime_round`, `fp32_accuracy`,
     `close`), each call run in the warm child under `time_limit` seconds; `renew` starts the
     next call in a new child."""
 
@@ -193,6 +193,9 @@ class IsolatedEvaluator:
 
     def evaluate(self, config, *args: Any, **kwargs: Any):
         return self.call("evaluate", config, *args, **kwargs)
+
+    def rescore(self, config):
+        return self.call("rescore", config)
 
     def retime(self, config, seconds: float | None = None):
         return self.call("retime", config, seconds=seconds)

@@ -28,7 +28,7 @@ from typing import Any
 from search.calibrate import CalibrationCache
 from search.config import QuantConfig, make_session_options
 from search.context import TrialContext
-from search.early import PruneSettings, dominated, race_bar
+from search.early import PruneSettings, decided, dominated, race_bar
 from search.errors import SameGraph, TrialError, TrialPruned, failure_reason
 from search.interleave import interleaved_speedups, paired_speedup
 from search.measure import (
@@ -237,6 +237,11 @@ class Evaluator(Retiming):
             and progress.rest_seconds() > share * self.timing.seconds
         )
 
+    def _settled(self, frontier, look: dict, speed: Speedup) -> dict | None:
+        """Why a config timed first needs no more examples: the frontier dominates it at its
+        metric's ceiling, or whether it is within --max-drop is decided (`search.early`)."""
+        return dominated(frontier, look, speed.high) or decided(look, self.prune.max_drop)
+
     def evaluate(self, config: QuantConfig, context: TrialContext | None = None) -> TrialResult:
         """Measure `config`. Raises `SameGraph` when its graph is in `context.known_graphs`,
         `TrialPruned` when its metric cannot reach the threshold, `TrialError` on failure."""
@@ -303,7 +308,7 @@ class Evaluator(Retiming):
                 t = time.perf_counter()
                 try:
                     self.scorer.advance(
-                        progress, stop=lambda look: dominated(frontier, look, speed.high)
+                        progress, stop=lambda look: self._settled(frontier, look, speed)
                     )
                 except TrialPruned:
                     phases["accuracy"] += time.perf_counter() - t
@@ -333,6 +338,33 @@ class Evaluator(Retiming):
         except TrialError as exc:
             exc.attrs = {k: attrs[k] for k in ("graph_sha256", "graph_key", "worker") if k in attrs}
             raise
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+
+    def rescore(self, config: QuantConfig) -> dict:
+        """`config`'s metric on every example, unpruned: a trial whose scoring stopped early,
+        completed because it may be on the frontier (`search.completion`). Quantizing again
+        writes the trial's bytes (`graph_sha256` says so)."""
+        out = Path(tempfile.mkdtemp(prefix="rescore-", dir=self.workdir))
+        try:
+            path = self._quantize(config, out, {})
+            session = self._open(config, path, self.scoring_threads)
+            begun = time.perf_counter()
+            try:
+                outputs = self.task.outputs(session)
+            except TrialError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                raise TrialError(
+                    f"onnxruntime failed running the model: {failure_reason(exc)}"
+                ) from exc
+            return {
+                "accuracy": self.task.score(outputs, self.fp32_outputs),
+                "examples": len(outputs),
+                "seconds": round(time.perf_counter() - begun, 3),
+                "graph_sha256": _sha256(path),
+                **self.scorer.accuracy_difference(outputs),
+            }
         finally:
             shutil.rmtree(out, ignore_errors=True)
 

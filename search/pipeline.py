@@ -15,7 +15,7 @@ from pathlib import Path
 import optuna
 
 from search.config import QuantConfig, optimum_dynamic_presets
-from search.confirm import confirm_frontier
+from search.confirm import complete_frontier, confirm_frontier
 from search.early import PruneSettings
 from search.isolation import IsolatedEvaluator
 from search.liveness import claim_lock, running_elsewhere
@@ -61,7 +61,7 @@ class Search:
             threads=self.settings.thread_count,
             objective=self.settings.objective,
         )
-        prune = PruneSettings(drop=self.settings.prune_drop)
+        prune = PruneSettings(drop=self.settings.prune_drop, max_drop=self.settings.max_drop)
         if self.settings.isolate:
             self.evaluator = IsolatedEvaluator(
                 self.task, timing, self.settings.trial_time_limit, prune=prune
@@ -203,13 +203,16 @@ class Search:
             if running_elsewhere(self.study):
                 summary.stopped_because += "; other workers are still running trials, the last "
                 summary.stopped_because += "one to finish confirms the frontier"
-            elif self.settings.confirm and summary.stopped_because != "interrupted":
-                confirm_frontier(
-                    self.study,
-                    self.evaluator,
-                    on_round=on_stage,
-                    seconds=self.settings.confirm_seconds or 3 * self.settings.timing_seconds,
-                )
+            elif summary.stopped_because != "interrupted":
+                complete_frontier(self.study, self.evaluator, on_stage)
+                if self.settings.confirm:
+                    confirm_frontier(
+                        self.study,
+                        self.evaluator,
+                        on_round=on_stage,
+                        seconds=self.settings.confirm_seconds or 3 * self.settings.timing_seconds,
+                    )
+                    complete_frontier(self.study, self.evaluator, on_stage)  # pooled speeds
             save_frontier_note(self.study, self.settings.max_drop)
             return summary
         finally:

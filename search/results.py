@@ -10,6 +10,7 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
+from search.completion import completed
 from search.drift import DriftFloor, study_floor
 from search.pooled import (
     Pooled,
@@ -108,9 +109,14 @@ def trial_rows(study: optuna.Study, confirmed: bool = True) -> pd.DataFrame:
     trials = _measured(study)
     extra = extra_blocks(study) if confirmed else {}
     speeds = pooled_speeds(study, trials, extra) if confirmed else {}
+    whole = completed(study)
     rows = []
     for t in trials:
-        a = t.user_attrs
+        # a partly scored trial completed on every example (`search.completion`) reads as one
+        # scored in full: its metric and paired difference are the completion's
+        done = whole.get(t.number) or {}
+        a = t.user_attrs | {k: v for k, v in done.items() if k.startswith("accuracy_diff")}
+        accuracy = done.get("accuracy", t.values[0])
         fp32 = a.get("accuracy_fp32", study.user_attrs.get("fp32_accuracy", float("nan")))
         own = trial_block(t)
         speed = speeds.get(t.number) or Pooled(own["speedup"], own["low"], own["high"], 1)
@@ -118,8 +124,8 @@ def trial_rows(study: optuna.Study, confirmed: bool = True) -> pd.DataFrame:
         rows.append(
             {
                 "trial": t.number,
-                "accuracy": t.values[0],
-                "drop_points": round(100 * (fp32 - t.values[0]), 2),
+                "accuracy": accuracy,
+                "drop_points": round(100 * (fp32 - accuracy), 2),
                 "speedup": speed.speedup,
                 "speedup_low": speed.low,
                 "speedup_high": speed.high,
@@ -141,8 +147,8 @@ def trial_rows(study: optuna.Study, confirmed: bool = True) -> pd.DataFrame:
                 "seconds": a.get("wall_seconds"),
                 "key": a.get("config_key", ""),
                 # examples its accuracy is the mean of, where scoring stopped early
-                # (`search.early.dominated`); None: every example
-                "scored_on": a.get("accuracy_examples"),
+                # (`search.early`) and was not completed; None: every example
+                "scored_on": None if "accuracy" in done else a.get("accuracy_examples"),
             }
         )
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from search.config import make_session_options
-from search.early import PruneSettings, look_evidence, per_example_hits
+from search.early import PruneSettings, drop_range, look_evidence, per_example_hits
 from search.errors import QsearchError, TaskError, TrialError, TrialPruned, failure_reason
 from search.measure import make_session
 from search.metrics import LABEL_METRICS
@@ -172,7 +172,10 @@ class Scorer:
             hits = self.hits(progress)
             if hits is None:
                 continue
-            look = look_evidence(hits, progress.total, threshold, alpha_look, j + 1, len(slices))
+            drop = self.drop_range(progress, alpha_look)
+            look = look_evidence(
+                hits, progress.total, threshold, alpha_look, j + 1, len(slices), drop
+            )
             progress.looks.append(look)
             if look["hopeless"]:
                 raise self._pruned(look, progress.attrs)
@@ -186,6 +189,17 @@ class Scorer:
             np.concatenate(progress.rows),
             self.task.eval_references,
             self.fp32_outputs,
+        )
+
+    def drop_range(self, progress: Progress, alpha: float) -> tuple[float, float] | None:
+        """Bounds on the drop from fp32 over every example (`search.early.drop_range`)."""
+        return drop_range(
+            self.task.metric,
+            np.concatenate(progress.rows),
+            self.task.eval_references,
+            self.fp32_outputs,
+            progress.total,
+            alpha,
         )
 
     def _final_look(self, progress: Progress, threshold: float) -> None:
