@@ -14,7 +14,7 @@ from search.errors import QsearchError
 from search.isolation import IsolatedEvaluator
 from search.measure import TimingSettings
 from search.objective import Evaluator
-from search.results import best_row, trial_rows
+from search.results import best_row, pareto_rows, trial_rows
 
 FAST = TimingSettings(seconds=0.3, warmup_runs=1, block_pairs=2, min_blocks=2)
 MATMUL = QuantConfig(operators=("MatMul",))
@@ -173,3 +173,38 @@ def test_the_frontier_is_completed_on_every_example_in_a_trials_child(agreement_
     finally:
         full.close()
         child.close()
+
+
+def test_a_search_whose_trials_stop_scoring_reports_a_frontier_scored_on_every_example(
+    workdir, tiny_task_dir, monkeypatch
+):
+    """`qsearch run` with every trial timed first and a bar of 50 points of agreement (a
+    sound config's drop is decided within it after a slice or two): the trials keep fewer
+    than the 192 examples, and before the search reports, each frontier config is scored on
+    all of them."""
+    import functools
+
+    import search.pipeline
+    from tests.conftest import invoke
+
+    timed_first = functools.partial(PruneSettings, time_first=0)
+    monkeypatch.setattr(search.pipeline, "PruneSettings", timed_first)
+    args = ["run", "--task-dir", tiny_task_dir, "--metric", "agreement", "--beam", "2"]
+    args += ["--trials", "3", "--max-drop", "0.5", "--prune-drop", "0.5"]
+    args += ["--timing-seconds", "0.2", "--no-presets", "--no-seeds", "--no-confirm"]
+    result = invoke(*args, "--no-report", "--study", "partial")
+    assert result.exit_code == 0, result.output
+    storage = f"sqlite:///{workdir}/studies/partial.db"
+    study = optuna.load_study(study_name="partial", storage=storage)
+    measured = [t for t in study.trials if "accuracy_looks" in t.user_attrs]
+    stopped = [t for t in measured if t.user_attrs.get("accuracy_examples")]
+    assert stopped and all(t.user_attrs["accuracy_examples"] < 192 for t in stopped)
+    reasons = [t.user_attrs["scoring_stopped"]["reason"] for t in stopped]
+    assert all("--max-drop 50 point(s)" in r or "where the frontier is" in r for r in reasons)
+    whole = completed(study)
+    front = pareto_rows(study)
+    assert not front.empty and front["scored_on"].isna().all()
+    partly = {t.number for t in stopped}
+    assert {int(n) for n in front["trial"]} & partly  # partly scored when the search ended
+    assert {int(n) for n in front["trial"]} & partly <= set(whole)
+    assert all(whole[n]["examples"] == 192 for n in whole)
