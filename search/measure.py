@@ -188,11 +188,20 @@ def timed_run(session, batch: Batch, clock: Callable[[], float]) -> float:
 
 
 def lend_spread(spread: dict[int, Spread], speed: Speedup | None) -> None:
-    """Add a timing's blocks to a worker's spread, per pairs per block (`search.stats.Spread`);
-    none under load: their spread is the other process's."""
-    if speed is not None and not speed.loaded and len(speed.block_logs) > 1:
-        before = spread.get(speed.block_size, Spread())
-        spread[speed.block_size] = before.add(speed.block_logs)
+    """Add a timing's blocks to a worker's spread (`lend_blocks`)."""
+    if speed is not None:
+        lend_blocks(spread, speed.block_size, speed.block_logs, speed.loaded)
+
+
+def lend_blocks(
+    spread: dict[int, Spread], block_size: int, block_logs: Sequence[float], loaded: bool
+) -> None:
+    """Add one timing's block log ratios to a spread, per pairs per block
+    (`search.stats.Spread`); none under load (their spread is the other process's), none
+    from a single block (no spread to read). The one rule for a worker's own timings and
+    for those a study records (`search.context`)."""
+    if not loaded and len(block_logs) > 1:
+        spread[block_size] = spread.get(block_size, Spread()).add(block_logs)
 
 
 def estimate_blocks(

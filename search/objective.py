@@ -85,7 +85,8 @@ class Evaluator(Retiming):
         self._round_batch: dict[str, int] = {}  # and where each one's next pair starts
         self.fp32_size_mb = task.model_path.stat().st_size / 1e6
         # block spread of this worker's trial timings so far, per pairs per block: lent to
-        # the next trial's interval and race (`search.stats.Spread`)
+        # the next trial's interval and race (`search.stats.Spread`); a trial's context
+        # replaces it with the study's record of this host's timings (`search.context`)
         self.spread: dict[int, Spread] = {}
 
     @property
@@ -246,6 +247,8 @@ class Evaluator(Retiming):
         """Measure `config`. Raises `SameGraph` when its graph is in `context.known_graphs`,
         `TrialPruned` when its metric cannot reach the threshold, `TrialError` on failure."""
         context = context or TrialContext()
+        if context.spread:  # the study's record of this host's timings, this worker's included
+            self.spread = dict(context.spread)
         started = time.perf_counter()
         phases: dict[str, float] = {}
         attrs: dict[str, Any] = {

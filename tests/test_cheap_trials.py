@@ -293,3 +293,44 @@ def test_a_worker_lends_its_trials_block_spread_to_the_next_trial(tiny_task):
         assert second["spread_df"] == (before.df if before else 0)
     finally:
         ev.close()
+
+
+def test_a_trial_borrows_the_block_spread_its_study_records_for_this_host(tiny_task):
+    """The study is the record: a resumed search (a new evaluator, nothing of its own) lends
+    its first trial the spread of the trials the study holds from this host, loaded timings
+    and other hosts' left out."""
+    from search.liveness import HOST
+    from search.stats import Spread
+
+    def stored(logs, host=HOST, loaded=False, size=3):
+        timing = {"block_size": size, "block_logs": logs, "loaded": loaded}
+        attrs = {"timing": timing, "worker": {"host": host}, "loaded": loaded}
+        attrs |= {"speedup_low": 1.0, "speedup_high": 2.0, "graph_key": f"g{len(logs)}{host}"}
+        return optuna.trial.create_trial(values=[0.8, 1.5], user_attrs=attrs)
+
+    study = optuna.create_study(directions=["maximize", "maximize"])
+    for t in (
+        stored([0.1, 0.3]),
+        stored([0.2, 0.2, 0.5]),
+        stored([0.0, 0.9], host="elsewhere"),
+        stored([0.0, 0.9, 0.1, 0.4], loaded=True),
+        stored([0.4]),  # one block: no spread
+        stored([0.1, 0.2], size=5),
+        stored([0.1, 0.2, 0.1], size=1),
+        stored([0.3, 0.1, 0.4], size=2),
+    ):
+        study.add_trial(t)
+    spread = trial_context(study).spread
+    expected = Spread().add([0.1, 0.3]).add([0.2, 0.2, 0.5])
+    assert spread[3].df == expected.df == 3
+    assert spread[3].ss == pytest.approx(expected.ss)
+    assert spread[5].df == 1 and set(spread) == {1, 2, 3, 5}
+
+    ev = Evaluator(tiny_task, TimingSettings(seconds=1.0, warmup_runs=1, block_pairs=3))
+    try:
+        timing = ev.evaluate(QuantConfig(operators=("MatMul",)), trial_context(study))
+        t = timing.attrs["timing"]
+        assert t["block_size"] in (1, 2, 3)  # at most block_pairs: each has a stored spread
+        assert t["blocks"] < 2 or t["spread_df"] == spread[t["block_size"]].df > 0
+    finally:
+        ev.close()
