@@ -18,7 +18,8 @@ cores against a 12 s timing budget), the config is timed after the first slice, 
 against the frontier at the metric's ceiling, and the rest is scored only while the config
 can still reach the frontier: once a frontier point at least as accurate as the ceiling is
 faster than the config's speedup upper bound (`dominated`), no example left can change its
-place, and its metric is the mean on the examples seen. The bound is the pruning's own, so
+place, and its metric is estimated from the examples seen (`Scorer.result`: fp32's on every
+example plus the config's paired difference on those). The bound is the pruning's own, so
 the two stops together still err with chance at most `alpha`.
 
 There, scoring also stops once the search's own question about the config is answered: is

@@ -266,9 +266,9 @@ frontier configs are ties when their ratio measured in the same rounds cannot te
 another process used the CPU (its interval was widened or its loaded blocks dropped).
 "scored_on": where scoring costs more than timing (a large model), a config is timed after a
 first slice of the evaluation set, and the rest is scored only until the frontier dominates it
-at its accuracy's upper bound or its drop is known to be within or beyond --max-drop; it then
-has the accuracy of the examples seen, this many (empty: every example). Such a config that
-the frontier may hold was scored on every example before this report.
+at its accuracy's upper bound or its drop is known to be within or beyond --max-drop; its
+accuracy is then estimated from the examples seen, this many (empty: every example). Such a
+config that the frontier may hold was scored on every example before this report.
 {e(floor_line(study))}</p>
 {figures[0] if figures else "<p>No finished trials yet.</p>"}
 <h2>Pareto frontier ({len(front)} configs)</h2>

@@ -226,15 +226,24 @@ class Scorer:
 
     def result(self, progress: Progress) -> tuple[np.ndarray, float, list[dict]]:
         """(outputs so far, the metric, the looks): the metric on every example, or, where
-        the scoring stopped early, on the examples seen (a per-example mean, unbiased: the
-        slices are a uniform random sample)."""
+        the scoring stopped early, fp32's metric on every example plus the config's paired
+        difference from fp32 on the examples seen (unbiased, since the slices are a uniform
+        random sample). Paired, so a sample that happens to be hard for both does not read
+        as a drop: the estimate's drop is the one `search.early.decided` bounded. For
+        `agreement` (fp32 scores 1 everywhere) it is the mean on the examples seen."""
         outputs = np.concatenate(progress.rows)
         if progress.metric is not None:
             return outputs, progress.metric, progress.looks
         hits = self.hits(progress)
         if hits is None:
             raise TrialError("scoring stopped before every example was seen")
-        return outputs, float(hits.mean()), progress.looks
+        fp32_hits = per_example_hits(
+            self.task.metric,
+            self.fp32_outputs[: len(hits)],
+            self.task.eval_references,
+            self.fp32_outputs,
+        )
+        return outputs, self.fp32_accuracy + float(np.mean(hits - fp32_hits)), progress.looks
 
     def _pruned(self, look: dict, attrs: dict) -> TrialPruned:
         metric = self.task.metric

@@ -208,3 +208,23 @@ def test_a_search_whose_trials_stop_scoring_reports_a_frontier_scored_on_every_e
     assert {int(n) for n in front["trial"]} & partly  # partly scored when the search ended
     assert {int(n) for n in front["trial"]} & partly <= set(whole)
     assert all(whole[n]["examples"] == 192 for n in whole)
+
+
+def test_a_partly_scored_metric_is_fp32s_plus_the_paired_difference(tiny_task, tmp_path):
+    """Stopped after its first slice, a config's accuracy is fp32's on every example plus
+    its paired difference on the 24 seen: a slice hard for both does not read as a drop."""
+    from search.measure import make_session
+    from search.quantize import quantize
+    from search.scoring import Scorer
+
+    path = quantize(MATMUL, tiny_task.model_path, tmp_path, None)
+    scorer = Scorer(tiny_task, PruneSettings(drop=0.3))
+    progress = scorer.begin(make_session(path), {})
+    scorer.advance(progress, until=1)
+    scorer.advance(progress, stop=lambda look: {"examples_seen": look["examples_seen"]})
+    outputs, metric, _ = scorer.result(progress)
+    n = len(outputs)
+    refs = tiny_task.eval_references[:n]
+    mine = float((outputs.argmax(-1) == refs).mean())
+    fp32_seen = float((scorer.fp32_outputs[:n].argmax(-1) == refs).mean())
+    assert n == 24 and metric == pytest.approx(scorer.fp32_accuracy + mine - fp32_seen)
