@@ -38,6 +38,7 @@ from search.measure import (
     make_session,
     steady_allocator,
 )
+from search.model_files import file_sha256
 from search.quantize import quantize
 from search.retime import Retiming
 from search.scoring import Scorer
@@ -262,7 +263,7 @@ class Evaluator(Retiming):
         out = Path(tempfile.mkdtemp(prefix="trial-", dir=self.workdir))
         try:
             path = self._quantize(config, out, phases)
-            attrs["graph_sha256"] = _sha256(path)
+            attrs["graph_sha256"] = file_sha256(path)
             attrs["graph_key"] = self.graph_key(config, attrs["graph_sha256"])
             attrs["model_size_mb"] = round(path.stat().st_size / 1e6, 3)
             if attrs["graph_key"] in context.known_graphs:
@@ -344,33 +345,6 @@ class Evaluator(Retiming):
         finally:
             shutil.rmtree(out, ignore_errors=True)
 
-    def rescore(self, config: QuantConfig) -> dict:
-        """`config`'s metric on every example, unpruned: a trial whose scoring stopped early,
-        completed because it may be on the frontier (`search.completion`). Quantizing again
-        writes the trial's bytes (`graph_sha256` says so)."""
-        out = Path(tempfile.mkdtemp(prefix="rescore-", dir=self.workdir))
-        try:
-            path = self._quantize(config, out, {})
-            session = self._open(config, path, self.scoring_threads)
-            begun = time.perf_counter()
-            try:
-                outputs = self.task.outputs(session)
-            except TrialError:
-                raise
-            except Exception as exc:  # noqa: BLE001
-                raise TrialError(
-                    f"onnxruntime failed running the model: {failure_reason(exc)}"
-                ) from exc
-            return {
-                "accuracy": self.task.score(outputs, self.fp32_outputs),
-                "examples": len(outputs),
-                "seconds": round(time.perf_counter() - begun, 3),
-                "graph_sha256": _sha256(path),
-                **self.scorer.accuracy_difference(outputs),
-            }
-        finally:
-            shutil.rmtree(out, ignore_errors=True)
-
     def close(self) -> None:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
@@ -381,11 +355,6 @@ def _options_speedup(config: QuantConfig, gain: Speedup | None) -> float | None:
     if gain is not None:
         return gain.ratio
     return 1.0 if config.session_key() == DEFAULT_SESSION else None
-
-
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _close(attrs: dict, started: float) -> None:

@@ -1,10 +1,13 @@
-"""Re-timing configs after their trial: `qsearch measure` and the confirmation's rounds.
+"""Measuring configs again after their trial: `qsearch measure` and the confirmation's
+rounds re-time them, and the completion of a partly scored config re-scores it.
 
 Kept apart from the trial itself (`search.objective`): a trial quantizes, scores and times
 once; re-timing quantizes again (the same bytes) and times again, on the evaluator's own
-fp32 session, so its blocks pool with the trial's (`search.pooled`). A mixin of
-`Evaluator`, whose `_open`, `_quantize`, `_speedup`, `baseline`, `timing_batches`, `timing`,
-`workdir`, `_rounds`, `_round_batch` and `_baseline_warm` it uses.
+fp32 session, so its blocks pool with the trial's (`search.pooled`); re-scoring quantizes
+again and scores every example (`search.completion`). A mixin of `Evaluator`, whose `_open`,
+`_quantize`, `_speedup`, `baseline`, `timing_batches`, `timing`, `workdir`, `_rounds`,
+`_round_batch`, `_baseline_warm`, `task`, `scorer`, `scoring_threads` and `fp32_outputs` it
+uses.
 
 A confirmation runs in a new process (`IsolatedEvaluator.renew`), and a child that died is
 started again, so a round may run in another process than the one before: what a round
@@ -19,13 +22,15 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import time
 from dataclasses import replace
 from pathlib import Path
 
 from search.config import QuantConfig
-from search.errors import TrialError
+from search.errors import TrialError, failure_reason
 from search.interleave import interleaved_speedups
 from search.measure import Speedup
+from search.model_files import file_sha256
 
 ROUNDS_DIR = "rounds"  # under the evaluator's workdir: <config key>/ (the file), <key>.json
 
@@ -39,6 +44,33 @@ class Retiming:
         try:
             session = self._open(config, self._quantize(config, out, {}))
             return self._speedup(session, timing)
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
+
+    def rescore(self, config: QuantConfig) -> dict:
+        """`config`'s metric on every example, unpruned: a trial whose scoring stopped early,
+        completed because it may be on the frontier (`search.completion`). Quantizing again
+        writes the trial's bytes (`graph_sha256` says so)."""
+        out = Path(tempfile.mkdtemp(prefix="rescore-", dir=self.workdir))
+        try:
+            path = self._quantize(config, out, {})
+            session = self._open(config, path, self.scoring_threads)
+            begun = time.perf_counter()
+            try:
+                outputs = self.task.outputs(session)
+            except TrialError:
+                raise
+            except Exception as exc:  # noqa: BLE001
+                raise TrialError(
+                    f"onnxruntime failed running the model: {failure_reason(exc)}"
+                ) from exc
+            return {
+                "accuracy": self.task.score(outputs, self.fp32_outputs),
+                "examples": len(outputs),
+                "seconds": round(time.perf_counter() - begun, 3),
+                "graph_sha256": file_sha256(path),
+                **self.scorer.accuracy_difference(outputs),
+            }
         finally:
             shutil.rmtree(out, ignore_errors=True)
 
