@@ -6,7 +6,7 @@ once; re-timing quantizes again (the same bytes) and times again, on the evaluat
 fp32 session, so its blocks pool with the trial's (`search.pooled`); re-scoring quantizes
 again and scores every example (`search.completion`). A mixin of `Evaluator`, whose `_open`,
 `_quantize`, `_speedup`, `baseline`, `timing_batches`, `timing`, `workdir`, `_rounds`,
-`_round_batch`, `_baseline_warm`, `task`, `scorer`, `scoring_threads` and `fp32_outputs` it
+`_round_batch`, `_baseline_warm`, `scorer` and `scoring_threads` it
 uses.
 
 A confirmation runs in a new process (`IsolatedEvaluator.renew`), and a child that died is
@@ -22,12 +22,11 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 
 from search.config import QuantConfig
-from search.errors import TrialError, failure_reason
+from search.errors import TrialError
 from search.interleave import interleaved_speedups
 from search.measure import Speedup
 from search.model_files import file_sha256
@@ -55,22 +54,7 @@ class Retiming:
         try:
             path = self._quantize(config, out, {})
             session = self._open(config, path, self.scoring_threads)
-            begun = time.perf_counter()
-            try:
-                outputs = self.task.outputs(session)
-            except TrialError:
-                raise
-            except Exception as exc:  # noqa: BLE001
-                raise TrialError(
-                    f"onnxruntime failed running the model: {failure_reason(exc)}"
-                ) from exc
-            return {
-                "accuracy": self.task.score(outputs, self.fp32_outputs),
-                "examples": len(outputs),
-                "seconds": round(time.perf_counter() - begun, 3),
-                "graph_sha256": file_sha256(path),
-                **self.scorer.accuracy_difference(outputs),
-            }
+            return {**self.scorer.whole(session), "graph_sha256": file_sha256(path)}
         finally:
             shutil.rmtree(out, ignore_errors=True)
 

@@ -155,14 +155,7 @@ class Scorer:
         while progress.done < until and progress.stopped is None:
             j = progress.done
             begun = time.perf_counter()
-            try:
-                progress.rows.append(self.task.outputs(progress.session, slices[j]))
-            except TrialError:
-                raise
-            except Exception as exc:  # noqa: BLE001
-                raise TrialError(
-                    f"onnxruntime failed running the model: {failure_reason(exc)}"
-                ) from exc
+            progress.rows.append(self.outputs(progress.session, slices[j]))
             progress.seconds += time.perf_counter() - begun
             if progress.complete:
                 self._final_look(progress, threshold)
@@ -181,6 +174,29 @@ class Scorer:
                 raise self._pruned(look, progress.attrs)
             if stop is not None:
                 progress.stopped = stop(look)
+
+    def outputs(self, session, batches=None) -> np.ndarray:
+        """The candidate's outputs on `batches` (default: every evaluation batch); a failure
+        inside onnxruntime is the trial's (`TrialError`)."""
+        try:
+            return self.task.outputs(session, batches)
+        except TrialError:
+            raise
+        except Exception as exc:  # noqa: BLE001
+            reason = failure_reason(exc)
+            raise TrialError(f"onnxruntime failed running the model: {reason}") from exc
+
+    def whole(self, session) -> dict:
+        """The metric on every example, unpruned, with the paired difference from fp32 where
+        the metric has labels: a partly scored config completed (`search.completion`)."""
+        begun = time.perf_counter()
+        outputs = self.outputs(session)
+        return {
+            "accuracy": self.task.score(outputs, self.fp32_outputs),
+            "examples": len(outputs),
+            "seconds": round(time.perf_counter() - begun, 3),
+            **self.accuracy_difference(outputs),
+        }
 
     def hits(self, progress: Progress) -> np.ndarray | None:
         """1 per example seen so far where the candidate scores (per-example metrics only)."""
