@@ -111,11 +111,10 @@ def big_file(tmp_path) -> Path:
 
 
 def test_file_digests_are_sha256_of_the_bytes(big_file):
-    from search.model_files import file_digest
-    from search.objective import _sha256
+    from search.model_files import file_digest, file_sha256
 
     data = big_file.read_bytes()
-    assert _sha256(big_file) == hashlib.sha256(data).hexdigest()
+    assert file_sha256(big_file) == hashlib.sha256(data).hexdigest()
     assert file_digest(big_file) == hashlib.sha256(data).hexdigest()[:16]
 
 
