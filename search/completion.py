@@ -3,12 +3,13 @@ frontier.
 
 Where scoring costs more than timing (a BERT-base-size model), a trial scores only until the
 search's question about the config is answered (`search.early`: dominated by the frontier,
-or decided within or beyond `--max-drop`), and its trial value is the metric's mean on the
-examples seen. The beam needs no more than that; the frontier does: its accuracies are what
-the report, `show` and `export --best` print. So before the search reports (and again after
-the confirmation, whose pooled speeds may reorder the configs), every such config that could
-be on the frontier at its metric's ceiling (the exact bound at its last look) is scored on
-every example, and the frontier is read again, until none is left.
+or decided within or beyond `--max-drop`), and its trial value is estimated from the
+examples seen (`search.scoring.Scorer.result`). The beam needs no more than that; the
+frontier does: its accuracies are what the report, `show` and `export --best` print. So
+before the search reports (and again after the confirmation, whose pooled speeds may reorder
+the configs), every such config that could be on the frontier at its metric's ceiling (the
+exact bound at its last look) is scored on every example, and the frontier is read again,
+until none is left.
 
 The completed metric lives in the study's user attributes (`accuracy_complete:<trial>`), as
 pooled speeds do (`search.pooled`), since a finished Optuna trial cannot be changed:

@@ -59,7 +59,7 @@ def trial_context(study: optuna.Study) -> TrialContext:
             points.append((float(t.values[0]), float(speeds[t.number].low)))
             timing = a.get("timing") or {}
             if (a.get("worker") or {}).get("host") == HOST and timing.get("block_size"):
-                loaded = bool(timing.get("loaded") or a.get("loaded"))
-                lend_blocks(spread, int(timing["block_size"]), timing.get("block_logs", []), loaded)
+                logs, loaded = timing.get("block_logs", []), bool(timing.get("loaded"))
+                lend_blocks(spread, int(timing["block_size"]), logs, loaded)
     front = tuple(points[i] for i in non_dominated(points)) if points else ()
     return TrialContext(known_graphs=graphs, frontier=front, spread=spread)

@@ -170,6 +170,18 @@ def dominated(
     bar = race_bar(frontier, look["metric_ceiling"])
     if bar is None or speedup_high >= bar:
         return None
+    return _stopped_at(
+        look,
+        f"at most {look['metric_ceiling']:.3f} on all, where the frontier is at least "
+        f"{bar:.3f}x, above this config's {speedup_high:.3f}x upper bound",
+        speedup_high=round(speedup_high, 4),
+        frontier_low=round(bar, 4),
+    )
+
+
+def _stopped_at(look: dict, why: str, **evidence) -> dict:
+    """The evidence of a stop at an interim `look` (`dominated`, `decided`): what was seen,
+    the stop's own numbers, and the reason in words."""
     seen, total = look["examples_seen"], look["examples_total"]
     return {
         "look": look["look"],
@@ -177,13 +189,8 @@ def dominated(
         "examples_total": total,
         "metric_so_far": look["metric_so_far"],
         "metric_ceiling": look["metric_ceiling"],
-        "speedup_high": round(speedup_high, 4),
-        "frontier_low": round(bar, 4),
-        "reason": (
-            f"scored on {seen} of {total} examples: at most {look['metric_ceiling']:.3f} on all, "
-            f"where the frontier is at least {bar:.3f}x, above this config's {speedup_high:.3f}x "
-            "upper bound"
-        ),
+        **evidence,
+        "reason": f"scored on {seen} of {total} examples: {why}",
     }
 
 
@@ -201,19 +208,11 @@ def decided(look: dict, max_drop: float | None) -> dict | None:
         side = "beyond"
     else:
         return None
-    seen, total = look["examples_seen"], look["examples_total"]
-    return {
-        "look": look["look"],
-        "examples_seen": seen,
-        "examples_total": total,
-        "metric_so_far": look["metric_so_far"],
-        "metric_ceiling": look["metric_ceiling"],
-        "drop_low": low,
-        "drop_high": high,
-        "max_drop": max_drop,
-        "reason": (
-            f"scored on {seen} of {total} examples: the drop from fp32 on all of them lies in "
-            f"[{100 * low:.2f}, {100 * high:.2f}] points, {side} --max-drop "
-            f"{100 * max_drop:g} point(s)"
-        ),
-    }
+    return _stopped_at(
+        look,
+        f"the drop from fp32 on all of them lies in [{100 * low:.2f}, {100 * high:.2f}] "
+        f"points, {side} --max-drop {100 * max_drop:g} point(s)",
+        drop_low=low,
+        drop_high=high,
+        max_drop=max_drop,
+    )
