@@ -16,6 +16,11 @@ Why: the confirmation benchmark's ratios between configs spread more across repe
    mean of log ratios (what qsearch uses), their median, a 20% trimmed mean, the per-batch
    minimum times and the ratio of summed times, and the SD of each across chunks: the spread
    of a measurement of that many pairs.
+4. *Clocks*: the same pairs timed by the thread's CPU time beside the wall clock, and the
+   hypervisor's steal (`/proc/stat`) over them. Where a run's jitter is the VM being
+   preempted, CPU time leaves it out and its pairs spread less; where it is contention (a
+   neighbour's use of the shared caches and memory slows every instruction), CPU time
+   jitters alike and no clock helps: only more pairs do.
 
 Expected spread of a config's speedup from n pairs: pair SD / sqrt(n); of a ratio of two
 configs, sqrt(2) times that. One JSON line at the end.
@@ -81,21 +86,67 @@ def session_offsets(evaluator, path: Path, sessions: int, runs: int, seconds: fl
     }
 
 
-def pairs(evaluator, session, cycles: int) -> tuple[np.ndarray, np.ndarray]:
+class CpuAlongside:
+    """The wall clock the timing loop reads, noting the thread's CPU time at each reading:
+    `timed_run` reads it before and after a run, so consecutive notes bound one run."""
+
+    def __init__(self) -> None:
+        self.cpu: list[float] = []
+
+    def __call__(self) -> float:
+        self.cpu.append(time.thread_time())
+        return time.perf_counter()
+
+    def runs(self) -> np.ndarray:
+        """Each run's CPU seconds, in the order the runs ran."""
+        marks = np.asarray(self.cpu)
+        return marks[1::2] - marks[0::2]
+
+
+def steal_jiffies() -> int | None:
+    """The hypervisor's steal over all CPUs so far (`/proc/stat`), None where not told."""
+    try:
+        fields = Path("/proc/stat").read_text().splitlines()[0].split()
+        return int(fields[8])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def pairs(evaluator, session, cycles: int) -> dict[str, np.ndarray | float | None]:
     """`cycles` passes over the timing batches, one pair per batch, each the timing loop's
     own ABBA pair (`search.interleave`): fp32's and the candidate's times, cycles x
-    batches."""
+    batches, by the wall clock (`base`, `cand`) and by the thread's CPU time (`base_cpu`,
+    `cand_cpu`); `steal`: the hypervisor's share of the CPUs' time meanwhile."""
+    import os
+
     batches = evaluator.timing_batches
-    clock = time.perf_counter
     for batch in batches:  # warm both
-        timed_run(evaluator.baseline, batch, clock)
-        timed_run(session, batch, clock)
+        timed_run(evaluator.baseline, batch, time.perf_counter)
+        timed_run(session, batch, time.perf_counter)
+    clock = CpuAlongside()
     timed = _Timed(session)
+    stolen, began = steal_jiffies(), time.perf_counter()
     for _ in range(cycles):
         for batch in batches:
             timed.pair(evaluator.baseline, batch, clock)
+    elapsed, stolen_after = time.perf_counter() - began, steal_jiffies()
+    cpu = clock.runs()
+    first = np.arange(0, len(cpu), 2)  # a pair's first run; `_Timed.pair` alternates which
+    base_first = (np.arange(len(first)) % 2) == 0
+    base_cpu = np.where(base_first, cpu[first], cpu[first + 1])
+    cand_cpu = np.where(base_first, cpu[first + 1], cpu[first])
     shape = (cycles, len(batches))
-    return np.reshape(timed.base_t, shape), np.reshape(timed.cand_t, shape)
+    steal = None
+    if stolen is not None and stolen_after is not None and elapsed > 0:
+        hz = os.sysconf("SC_CLK_TCK")
+        steal = (stolen_after - stolen) / hz / (elapsed * (os.cpu_count() or 1))
+    return {
+        "base": np.reshape(timed.base_t, shape),
+        "cand": np.reshape(timed.cand_t, shape),
+        "base_cpu": np.reshape(base_cpu, shape),
+        "cand_cpu": np.reshape(cand_cpu, shape),
+        "steal": steal,
+    }
 
 
 def _trimmed(x: np.ndarray, share: float = 0.2) -> float:
@@ -111,6 +162,23 @@ ESTIMATORS = {
     "per-batch minimum": lambda b, c: float(np.mean(np.log(b.min(0) / c.min(0)))),
     "ratio of sums": lambda b, c: float(np.log(b.sum() / c.sum())),
 }
+
+
+def clocks(timed: dict, chunk: int) -> dict:
+    """Question 4: the pairs' noise by each clock, and the steal meanwhile."""
+    wall = pair_noise(timed["base"], timed["cand"], chunk)
+    cpu = pair_noise(timed["base_cpu"], timed["cand_cpu"], chunk)
+    mean = "mean of log ratios"
+    return {
+        "steal_percent": None if timed["steal"] is None else 100 * timed["steal"],
+        "cpu_pair_sd_percent": cpu["pair_sd_percent"],
+        "cpu_speedup": cpu["estimators"][mean]["speedup"],
+        "cpu_chunk_sd_percent": cpu["estimators"][mean]["sd_percent"],
+        "wall_chunk_sd_percent": wall["estimators"][mean]["sd_percent"],
+        "cpu_share_of_wall": float(
+            np.sum(timed["base_cpu"] + timed["cand_cpu"]) / np.sum(timed["base"] + timed["cand"])
+        ),
+    }
 
 
 def pair_noise(base: np.ndarray, cand: np.ndarray, chunk: int) -> dict:
@@ -153,7 +221,7 @@ def run_benchmark(
     try:
         path = evaluator._quantize(CONFIG, out, {})
         offsets = session_offsets(evaluator, path, sessions, runs, seconds)
-        base, cand = pairs(evaluator, evaluator._open(CONFIG, path), cycles)
+        timed = pairs(evaluator, evaluator._open(CONFIG, path), cycles)
     finally:
         evaluator.close()
     return {
@@ -161,7 +229,8 @@ def run_benchmark(
         "cpu": describe_worker(worker_info()),
         "config": CONFIG.describe(),
         "sessions": {"sessions": sessions, "runs": runs, "seconds": seconds, **offsets},
-        **pair_noise(base, cand, chunk),
+        **pair_noise(timed["base"], timed["cand"], chunk),
+        "clocks": clocks(timed, chunk),
     }
 
 
@@ -182,6 +251,16 @@ def print_result(r: dict) -> None:
     for name, e in r["estimators"].items():
         sd = "-" if e["sd_percent"] is None else f"{e['sd_percent']:.2f}%"
         print(f"  {name:22s} {e['speedup']:.3f}x  {sd}")
+    c = r["clocks"]
+    steal = "not told" if c["steal_percent"] is None else f"{c['steal_percent']:.2f}%"
+    chunk_sd = "-" if c["cpu_chunk_sd_percent"] is None else f"{c['cpu_chunk_sd_percent']:.2f}%"
+    print(
+        "clocks: by the thread's CPU time, SD of a pair's log ratio "
+        f"{c['cpu_pair_sd_percent']:.2f}% (wall {r['pair_sd_percent']:.2f}%), speedup "
+        f"{c['cpu_speedup']:.3f}x, SD across chunks "
+        f"{chunk_sd}; CPU time is {100 * c['cpu_share_of_wall']:.1f}% of wall; steal {steal} "
+        "of the CPUs' time"
+    )
     print(json.dumps(r))
 
 

@@ -240,6 +240,54 @@ def test_timing_noise_reads_sessions_pairs_and_estimators(tiny_task):
     assert r["pairs"] == 4 * batches and len(r["per_batch_speedup"]) == batches
     assert r["chunks"] == 2 and r["chunk_pairs"] == 2 * batches
     assert set(r["estimators"]) == set(bench.ESTIMATORS)
+    c = r["clocks"]
+    assert 0.5 < c["cpu_share_of_wall"] <= 1.05  # one thread busy computing: CPU ~ wall
+    assert c["cpu_speedup"] > 0 and c["cpu_pair_sd_percent"] >= 0
+
+
+def test_timing_noise_puts_each_run_cpu_time_on_its_own_model():
+    """One model computes, the other sleeps, in the timing loop's alternating ABBA pairs:
+    the CPU time of every computing run lands on its side, the sleeping side's stays ~0."""
+    import time
+    from types import SimpleNamespace
+
+    bench = load("timing_noise")
+
+    class Busy:
+        def run(self, _outputs, _inputs):
+            end = time.thread_time() + 0.004
+            while time.thread_time() < end:
+                pass
+
+    class Sleepy:
+        def run(self, _outputs, _inputs):
+            time.sleep(0.004)
+
+    batches = [type("B", (), {"inputs": {}, "__len__": lambda self: 1})() for _ in range(3)]
+    evaluator = SimpleNamespace(timing_batches=batches, baseline=Busy())
+    timed = bench.pairs(evaluator, Sleepy(), cycles=3)
+    assert timed["base"].shape == timed["base_cpu"].shape == (3, 3)
+    assert (timed["base_cpu"] >= 0.0035).all()  # every fp32 run's CPU time is its own
+    assert (timed["cand_cpu"] < 0.002).all()  # and never the sleeper's
+    assert (timed["cand"] >= 0.0035).all()  # though the sleeper's wall time is as long
+    assert timed["steal"] is None or 0.0 <= timed["steal"] < 1.0
+
+
+def test_timing_noise_clocks_compare_cpu_with_wall_on_known_pairs():
+    import numpy as np
+
+    bench = load("timing_noise")
+    rng = np.random.default_rng(1)
+    base = rng.uniform(0.4, 0.5, size=(8, 4))
+    cand = base / 2 * rng.uniform(0.9, 1.1, size=(8, 4))
+    timed = {"base": base, "cand": cand, "base_cpu": base * 0.9, "cand_cpu": cand * 0.9,
+             "steal": 0.01}  # fmt: skip
+    c = bench.clocks(timed, chunk=2)
+    wall = bench.pair_noise(base, cand, chunk=2)
+    assert c["cpu_share_of_wall"] == pytest.approx(0.9)
+    assert c["cpu_pair_sd_percent"] == pytest.approx(wall["pair_sd_percent"])  # a scale only
+    assert c["cpu_speedup"] == pytest.approx(wall["estimators"]["mean of log ratios"]["speedup"])
+    assert c["steal_percent"] == pytest.approx(1.0)
 
 
 def test_timing_noise_statistics_on_known_pairs():
