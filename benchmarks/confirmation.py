@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -58,6 +59,7 @@ from search.quantize import quiet_libraries  # noqa: E402
 from search.worker import describe_worker, worker_info  # noqa: E402
 
 FUSION_OFF = ("SkipLayerNormFusion",)
+TARGET_CV = 0.01  # issue 14: the ratio between two configs at a CV of at most 1%
 METHODS = (
     "sequential",
     "slots",
@@ -133,7 +135,14 @@ def round_robin(
                 blocks[i].append(block(s, "round"))
     finally:
         evaluator.end_rounds()
-    return [{**pool(b).to_dict(), "rounds": [x["speedup"] for x in b]} for b in blocks]
+    return [
+        {
+            **pool(b).to_dict(),
+            "rounds": [x["speedup"] for x in b],
+            "round_pairs": [x["pairs"] for x in b],
+        }
+        for b in blocks
+    ]
 
 
 class TakingTurns:
@@ -185,6 +194,34 @@ def process_sd(repeats: list[list[dict]], j: int) -> float:
     return float(np.sqrt(max(0.0, (np.mean(np.square(diffs)) - np.mean(within)) / 2)))
 
 
+def pairs_for(repeats: list[list[dict]], target: float = TARGET_CV) -> dict | None:
+    """What a ratio CV of `target` between the two noisiest configs would take on this machine,
+    from the spread of the rounds: a round of p pairs reads a config's log speedup with an
+    SD of sigma / sqrt(p), so sigma (one pair's SD, per config) is the rounds' spread scaled
+    by their pairs; a ratio of two configs from n pairs each spreads sqrt((s_i^2 + s_j^2) / n).
+    What persists through a repeat's rounds is left out, so this is the least it takes: the
+    answer to "would longer confirmations meet 1% here?". None for runs saved without the
+    rounds' pairs."""
+    if not all("round_pairs" in c and len(c["rounds"]) > 1 for rep in repeats for c in rep):
+        return None
+    sigma = []
+    for j in range(len(repeats[0])):
+        per_repeat = [
+            np.var(np.log(rep[j]["rounds"]), ddof=1) * np.mean(rep[j]["round_pairs"])
+            for rep in repeats
+        ]
+        sigma.append(float(np.sqrt(np.mean(per_repeat))))
+    worst = sorted(sigma)[-2:]
+    needed = int(math.ceil(sum(x * x for x in worst) / target**2))
+    pairs = float(np.mean([sum(c["round_pairs"]) for rep in repeats for c in rep]))
+    return {
+        "pair_sd": [round(x, 5) for x in sigma],
+        "pairs_per_config": round(pairs, 1),
+        "pairs_needed": needed,
+        "times_the_timing": round(needed / pairs, 2),
+    }
+
+
 def _cv(values) -> float:
     values = np.asarray(values, dtype=float)
     return float(np.std(values, ddof=1) / np.mean(values)) if len(values) > 1 else 0.0
@@ -229,6 +266,7 @@ def summarize(names: list[str], repeats: list[list[dict]], alternating: bool = F
         "repeats": len(repeats),
         "order": [names[j] for j in median_order],
         "coverage": float(np.mean(covered)),
+        "for_target": pairs_for(repeats),
         **held_out,
     }
 
@@ -394,6 +432,15 @@ def print_result(result: dict) -> None:
             print(
                 f"  {pair:<80} ratio {p['median_ratio']:.4f}  CV {100 * p['cv']:.2f}%  "
                 f"same order {p['same_order']}/{s['repeats']}"
+            )
+        need = s.get("for_target")
+        if need:
+            seconds = result["seconds_per_config"] * need["times_the_timing"]
+            print(
+                f"  a pair's SD {', '.join(f'{100 * x:.1f}%' for x in need['pair_sd'])}: a ratio "
+                f"at CV {100 * TARGET_CV:g}% takes at least {need['pairs_needed']} pairs of each "
+                f"config, {need['times_the_timing']:.1f}x the {need['pairs_per_config']:.0f} "
+                f"timed here (~{seconds:.0f} s per config)"
             )
     print(json.dumps({k: v for k, v in result.items() if k != "runs"}))
 

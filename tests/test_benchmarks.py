@@ -173,6 +173,13 @@ def test_confirmation_compares_sequential_slots_and_interleaved_rounds_on_the_sa
         "round_robin_process": 2 * 2,
         "round_robin_children": 2 * 2,
     }
+    for method in bench.METHODS[1:]:
+        need = result[method]["for_target"]  # what a 1% ratio CV would take, from the rounds
+        assert need["pairs_needed"] >= 1 and len(need["pair_sd"]) == 4
+        assert need["times_the_timing"] == pytest.approx(
+            need["pairs_needed"] / need["pairs_per_config"], rel=0.01
+        )
+    assert result["sequential"]["for_target"] is None  # no rounds: nothing to scale
     assert set(result["round_robin_children"]["process_sd"]) == set(names)
     assert result["round_robin_child"]["process_sd"] == {}  # one process: nothing to compare
     assert result["sequential"]["persistent_sd"] == {}  # one block a repeat: nothing to split
@@ -212,6 +219,39 @@ def test_confirmation_reads_each_repeats_floor_from_the_other_repeats(tmp_path, 
         sys.argv = argv
     out = capsys.readouterr().out
     assert "coverage 0% (at least 90%), 100% with the floor read from the other repeats" in out
+
+
+def test_confirmation_says_what_a_one_percent_ratio_would_take_from_the_rounds_spread():
+    """Rounds of 4 pairs alternating 2% above and below a config's level: one pair's SD is
+    the rounds' spread times sqrt(4), and two such configs need (s^2 + s^2) / 1%^2 pairs each."""
+    import math
+
+    bench = load("confirmation")
+    d, p = 0.02, 4
+    quiet = [1.0] * 6  # a config whose rounds agree exactly
+    repeats = [
+        [
+            {
+                "rounds": [lvl * math.exp(d if k % 2 else -d) for k in range(6)],
+                "round_pairs": [p] * 6,
+            }
+            for lvl in (1.5, 1.8, 2.0)
+        ]
+        + [{"rounds": [2.4 * x for x in quiet], "round_pairs": [p] * 6}]
+        for _ in range(3)
+    ]
+    need = bench.pairs_for(repeats)
+    sigma2 = d * d * 6 / 5 * p  # the rounds' variance (ddof 1) times their pairs
+    assert need["pair_sd"][:3] == pytest.approx([math.sqrt(sigma2)] * 3, rel=1e-4)
+    assert need["pair_sd"][3] == pytest.approx(0.0, abs=1e-9)
+    assert need["pairs_needed"] == math.ceil(2 * sigma2 / 0.01**2) == 39
+    assert need["pairs_per_config"] == 24 and need["times_the_timing"] == pytest.approx(
+        39 / 24, abs=0.01
+    )
+    for rep in repeats:  # saved before rounds recorded their pairs: nothing to say
+        for c in rep:
+            del c["round_pairs"]
+    assert bench.pairs_for(repeats) is None
 
 
 def test_confirmation_runs_only_the_methods_asked_for(tiny_task, capsys):
