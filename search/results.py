@@ -17,6 +17,7 @@ from search.pooled import (
     last_pass,
     pool,
     relevel,
+    resolution,
     stored_blocks,
     tie_groups_by_rounds,
     trial_block,
@@ -93,8 +94,20 @@ def drift_floor(study: optuna.Study, extra=None) -> DriftFloor:
 
 
 def floor_line(study: optuna.Study) -> str:
-    """The drift floor in words, for every view that shows intervals."""
-    return f"Narrowest speedup interval (the drift floor): {drift_floor(study).describe()}."
+    """How precise the speedups are, in words, for every view that shows intervals: the drift
+    floor, and how closely the last confirmation pass told its candidates apart (why the
+    frontier's ties are ties, and what it would take to break them)."""
+    text = f"Narrowest speedup interval (the drift floor): {drift_floor(study).describe()}."
+    told = resolution(*last_pass(study))
+    if told is not None:
+        half, rounds = told
+        text += (
+            f" The last confirmation pass ({rounds} rounds) knew the ratio between two of its "
+            f"configs to +-{100 * half:.1f}% (95%, the median over its pairs of configs): "
+            "configs closer than that tie, and a confirmation about 4x as long "
+            "(--confirm-seconds) would roughly halve it."
+        )
+    return text
 
 
 def _measured(study: optuna.Study) -> list:

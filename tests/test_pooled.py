@@ -141,3 +141,33 @@ def test_a_best_config_not_shown_faster_than_fp32_says_so_in_every_view():
     assert caveat in frontier_note(study, 0.01) and caveat in render_html(study, 0.01)
     # a best whose interval is above 1 carries no caveat
     assert "not clearly faster" not in frontier_note(two_configs(), 0.01)
+
+
+def test_the_views_say_how_closely_the_last_confirmation_told_configs_apart(capsys):
+    """Three candidates in four rounds: 0 and 1 differ by exactly +-2% round to round, 2 by
+    more; the line gives the median half-width of the three pairs' same-round intervals."""
+    from search.pooled import ROUNDS, resolution, same_round_interval
+    from search.results import floor_line
+
+    d = math.log(1.02)
+    logs = [[0.5 + d, 0.5, 0.3], [0.5 - d, 0.5, 0.4], [0.5 + d, 0.5, 0.2], [0.5 - d, 0.5, 0.5]]
+    halves = sorted(
+        math.log(r[2] / r[1]) / 2
+        for r in (same_round_interval([0, 1, 2], logs, a, b) for a, b in ((0, 1), (0, 2), (1, 2)))
+    )
+    half, rounds = resolution([0, 1, 2], logs)
+    assert rounds == 4 and half == pytest.approx(math.expm1(halves[1]))
+    # 0 against 1: diffs +-d, SD d * sqrt(4/3), t(3) = 3.182, over sqrt(4)
+    expected01 = 3.182446 * d * math.sqrt(4 / 3) / 2
+    assert min(halves) == pytest.approx(expected01, rel=1e-3)  # t975 is an approximation
+    assert resolution([0, 1], [[0.1, 0.2]]) is None  # one round: nothing to read
+    study = two_configs()
+    assert "last confirmation pass" not in floor_line(study)  # none yet
+    study.set_user_attr(ROUNDS, {"trials": [0, 1, 9], "logs": logs})
+    line = floor_line(study)
+    assert f"(4 rounds) knew the ratio between two of its configs to +-{100 * half:.1f}%" in line
+    assert line in render_html(study, 0.01).replace("&#x27;", "'")
+    with console.capture() as captured:
+        print_frontier(study, 0.01)
+    assert f"+-{100 * half:.1f}%" in captured.get()
+    assert f"+-{100 * half:.1f}%" in frontier_note(study, 0.01)
