@@ -104,7 +104,8 @@ def run(
     confirm_seconds: float = _opt(
         "--confirm-seconds",
         "Timing budget of each re-measurement of the frontier (speedup CV 1.5% at 36 s "
-        "on a 2-core AVX2 VM, 2.5% at 12 s).",
+        "on a 2-core AVX2 VM, 2.5% at 12 s). The report and `qsearch show` say how closely "
+        "the last pass told configs apart; 4x as long roughly halves that.",
         "3x --timing-seconds",
     ),
     objective: str = _setting_opt(
