@@ -9,7 +9,8 @@ export TRANSFORMERS_OFFLINE := 1
 
 .PHONY: install run prepare test postgres lint format report dashboard bench-stability \
 	bench-table bench-efficiency bench-cost bench-scopes bench-confirm bench-size bench-process \
-	bench-ttf bench-quantize bench-static bench-static-encoder bench-smooth bench-lent clean
+	bench-ttf bench-quantize bench-static bench-static-encoder bench-smooth bench-lent bench-noise \
+	clean
 
 install: $(VENV)/.installed
 
@@ -82,6 +83,11 @@ bench-scopes: install
 bench-confirm: install
 	$(BIN)/python benchmarks/confirmation.py --repeats 10 --seconds 72 --rounds 6 \
 		--methods sequential,round_robin_child
+
+# ~10 minutes: where a speedup's spread comes from on this machine (issue 14): sessions,
+# pairs, estimators, and whether the jitter is preemption or contention (CPU time vs wall).
+bench-noise: install
+	$(BIN)/python benchmarks/timing_noise.py --sessions 6 --runs 3 --seconds 12 --cycles 48
 
 # ~10 minutes: the search's aged trial process against fresh ones, same rounds (issue 14).
 bench-process: install
