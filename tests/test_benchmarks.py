@@ -382,3 +382,44 @@ def test_lent_spread_gives_both_intervals_from_the_same_blocks(tiny_task):
         for kind in ("own", "lent"):
             assert 0 <= row[f"{kind}_coverage"] <= 1
             assert row[f"{kind}_median_half_width_percent"] >= 100 * math.log1p(timing.floor) - 1e-6
+
+
+def test_direct_pairs_time_two_configs_against_each_other_beside_fp32(tiny_task, capsys):
+    bench = load("direct_pairs")
+    r = bench.run_benchmark(tiny_task, cycles=2, picks=(0, 3))
+    batches = len(tiny_task.timing_batches)
+    assert set(r["kinds"]) == set(bench.KINDS)
+    for k in r["kinds"].values():
+        assert k["pairs"] == 2 * batches and k["seconds"] > 0 and k["pair_sd"] >= 0
+    assert r["ratio_direct"] > 0 and r["ratio_via_fp32"] > 0
+    bench.print_result(r)
+    line = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert line["benchmark"] == "direct_pairs" and line["A"] == "all MatMuls"
+
+
+def test_direct_pairs_statistics_on_known_pairs():
+    """A is exactly 2x fp32's speed and B 2.2x: both ways read A/B = 2/2.2; a pair's SD is
+    the known wobble once per-batch means go; equal pairs and seconds give the variance
+    ratio as the saving."""
+    import numpy as np
+
+    bench = load("direct_pairs")
+    wobble = [0.05, -0.05, 0.05, -0.05]
+    pairs = {
+        kind: {"batch": [0, 0, 1, 1], "log": [lvl + w for w in wobble],
+               "x_first": [True, False, True, False], "seconds": 10.0}
+        for kind, lvl in (("fp32/A", math.log(2)), ("fp32/B", math.log(2.2)),
+                          ("A/B", math.log(2 / 2.2) * -1))
+    }  # fmt: skip
+    r = bench.summarize(pairs)
+    assert r["ratio_via_fp32"] == pytest.approx(2 / 2.2) and r["ratio_direct"] == pytest.approx(
+        2 / 2.2
+    )
+    assert r["difference"] == pytest.approx(0.0, abs=1e-12)
+    sd = float(np.std([0.05, -0.05, 0.05, -0.05], ddof=1))
+    assert r["kinds"]["A/B"]["pair_sd"] == pytest.approx(sd)
+    assert r["kinds"]["A/B"]["first_went_first"] - r["kinds"]["A/B"][
+        "second_went_first"
+    ] == pytest.approx(0.1)
+    # via fp32: two pairs' variance for 20 s; direct: one pair's for 10 s -> 4x
+    assert r["direct_needs_one_over"] == pytest.approx(4.0)
