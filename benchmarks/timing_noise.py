@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 import tempfile
 import time
@@ -45,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from search.config import QuantConfig  # noqa: E402
 from search.interleave import _Timed, interleaved_speedups  # noqa: E402
-from search.measure import TimingSettings, timed_run  # noqa: E402
+from search.measure import CLOCK_TICK, TimingSettings, cpu_ticks, timed_run  # noqa: E402
 from search.quantize import quiet_libraries  # noqa: E402
 from search.worker import describe_worker, worker_info  # noqa: E402
 
@@ -103,13 +104,11 @@ class CpuAlongside:
         return marks[1::2] - marks[0::2]
 
 
-def steal_jiffies() -> int | None:
-    """The hypervisor's steal over all CPUs so far (`/proc/stat`), None where not told."""
-    try:
-        fields = Path("/proc/stat").read_text().splitlines()[0].split()
-        return int(fields[8])
-    except (OSError, IndexError, ValueError):
-        return None
+def steal_ticks() -> int | None:
+    """The hypervisor's steal over all CPUs so far (`search.measure.cpu_ticks`), None where
+    not told."""
+    ticks = cpu_ticks()
+    return ticks[7] if ticks is not None and len(ticks) > 7 else None
 
 
 def pairs(evaluator, session, cycles: int) -> dict[str, np.ndarray | float | None]:
@@ -117,19 +116,17 @@ def pairs(evaluator, session, cycles: int) -> dict[str, np.ndarray | float | Non
     own ABBA pair (`search.interleave`): fp32's and the candidate's times, cycles x
     batches, by the wall clock (`base`, `cand`) and by the thread's CPU time (`base_cpu`,
     `cand_cpu`); `steal`: the hypervisor's share of the CPUs' time meanwhile."""
-    import os
-
     batches = evaluator.timing_batches
     for batch in batches:  # warm both
         timed_run(evaluator.baseline, batch, time.perf_counter)
         timed_run(session, batch, time.perf_counter)
     clock = CpuAlongside()
     timed = _Timed(session)
-    stolen, began = steal_jiffies(), time.perf_counter()
+    stolen, began = steal_ticks(), time.perf_counter()
     for _ in range(cycles):
         for batch in batches:
             timed.pair(evaluator.baseline, batch, clock)
-    elapsed, stolen_after = time.perf_counter() - began, steal_jiffies()
+    elapsed, stolen_after = time.perf_counter() - began, steal_ticks()
     cpu = clock.runs()
     first = np.arange(0, len(cpu), 2)  # a pair's first run; `_Timed.pair` alternates which
     base_first = (np.arange(len(first)) % 2) == 0
@@ -138,8 +135,7 @@ def pairs(evaluator, session, cycles: int) -> dict[str, np.ndarray | float | Non
     shape = (cycles, len(batches))
     steal = None
     if stolen is not None and stolen_after is not None and elapsed > 0:
-        hz = os.sysconf("SC_CLK_TCK")
-        steal = (stolen_after - stolen) / hz / (elapsed * (os.cpu_count() or 1))
+        steal = (stolen_after - stolen) / CLOCK_TICK / (elapsed * (os.cpu_count() or 1))
     return {
         "base": np.reshape(timed.base_t, shape),
         "cand": np.reshape(timed.cand_t, shape),
@@ -165,8 +161,8 @@ ESTIMATORS = {
 
 
 def clocks(timed: dict, chunk: int) -> dict:
-    """Question 4: the pairs' noise by each clock, and the steal meanwhile."""
-    wall = pair_noise(timed["base"], timed["cand"], chunk)
+    """Question 4: the pairs' noise by the thread's CPU time (the wall clock's is questions 2
+    and 3's), and the steal meanwhile."""
     cpu = pair_noise(timed["base_cpu"], timed["cand_cpu"], chunk)
     mean = "mean of log ratios"
     return {
@@ -174,7 +170,6 @@ def clocks(timed: dict, chunk: int) -> dict:
         "cpu_pair_sd_percent": cpu["pair_sd_percent"],
         "cpu_speedup": cpu["estimators"][mean]["speedup"],
         "cpu_chunk_sd_percent": cpu["estimators"][mean]["sd_percent"],
-        "wall_chunk_sd_percent": wall["estimators"][mean]["sd_percent"],
         "cpu_share_of_wall": float(
             np.sum(timed["base_cpu"] + timed["cand_cpu"]) / np.sum(timed["base"] + timed["cand"])
         ),

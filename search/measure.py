@@ -111,21 +111,31 @@ class Speedup:
         return out
 
 
+CLOCK_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100  # /proc/stat's unit
+
+
+def cpu_ticks() -> list[int] | None:
+    """The machine's CPU time so far, all CPUs together, in `CLOCK_TICK`s, as the kernel
+    splits it (`/proc/stat`'s first line: user, nice, system, idle, iowait, irq, softirq,
+    steal, ...); None where the kernel does not tell."""
+    try:
+        return [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 class LoadProbe:
     """CPU time used by other processes between `start` and `stop`, in cores."""
 
     def __init__(self) -> None:
-        self._tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
         self._start: tuple[float, float, float] | None = None
 
     def _busy_seconds(self) -> float | None:
-        try:
-            fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
-        except OSError:
+        values = cpu_ticks()
+        if values is None:
             return None
-        values = [int(v) for v in fields]
         idle = values[3] + (values[4] if len(values) > 4 else 0)
-        return (sum(values[:8]) - idle) / self._tick
+        return (sum(values[:8]) - idle) / CLOCK_TICK
 
     def start(self) -> None:
         self._start = (time.perf_counter(), time.process_time(), self._busy_seconds() or 0.0)
