@@ -281,7 +281,9 @@ def test_timing_noise_reads_sessions_pairs_and_estimators(tiny_task):
     assert r["chunks"] == 2 and r["chunk_pairs"] == 2 * batches
     assert set(r["estimators"]) == set(bench.ESTIMATORS)
     c = r["clocks"]
-    assert 0.5 < c["cpu_share_of_wall"] <= 1.05  # one thread busy computing: CPU ~ wall
+    # the timing thread's CPU time is within its wall time; how close depends on the machine's
+    # load, so which run's time lands where is checked on models built to burn or sleep below
+    assert 0 < c["cpu_share_of_wall"] <= 1.05
     assert c["cpu_speedup"] > 0 and c["cpu_pair_sd_percent"] >= 0
 
 
