@@ -79,10 +79,11 @@ bench-scopes: install
 
 # ~75 minutes (72 on an AMD Zen 3): issue 14's acceptance run: 10 confirmations of 4
 # configs, sequential vs round-robin in a new child each confirmation, new sessions each
-# round (what the search does), 72 s per config each.
+# round, each config also timed directly against the others (what the search does), 72 s
+# per config each.
 bench-confirm: install
 	$(BIN)/python benchmarks/confirmation.py --repeats 10 --seconds 72 --rounds 6 \
-		--methods sequential,round_robin_child
+		--methods sequential,round_robin_direct
 
 # ~10 minutes: where a speedup's spread comes from on this machine (issue 14): sessions,
 # pairs, estimators, and whether the jitter is preemption or contention (CPU time vs wall).

@@ -1,5 +1,5 @@
 """The confirmation itself, measured: R independent confirmations of the same 4 configs of
-the default task, three ways, with the same timing per config each way:
+the default task, several ways, with the same timing per config each way:
 
 - sequential: each config re-timed for --seconds, one after another (the first
   end-of-search confirmation, `Evaluator.retime`);
@@ -11,13 +11,16 @@ the default task, three ways, with the same timing per config each way:
 - round_robin_fresh: the same, with new sessions of the same files each round
   (`fresh_sessions`), so an offset a session keeps for its life averages over the rounds;
 - round_robin_child: the same in a child process (`search.isolation.IsolatedEvaluator`),
-  a new one each repeat kept through its rounds: what `qsearch run`'s confirmation does
-  (`search.confirm.FRESH_PROCESS`);
+  a new one each repeat kept through its rounds (`search.confirm.FRESH_PROCESS`): what
+  `qsearch run`'s confirmation did before direct pairs;
 - round_robin_process: the same in a new child each round;
 - round_robin_children: the same in two children of one evaluator, new each repeat,
   taking turns a round each (`TakingTurns`): if what persists through a repeat's rounds
   were an offset of the process, pooling two would average it (`process_sd` measures it
-  from the two children's rounds of the same minutes).
+  from the two children's rounds of the same minutes);
+- round_robin_direct: round_robin_child with each config also timed directly against the
+  others in the same rounds (`search.pair_graph`, `search.confirm.DIRECT_SPAN`: every two
+  of four), its speedup solved from all the round's pairs: what `qsearch run` does now.
 
 Why: sequential re-timing lets the machine's drift between minutes decide the order of the
 configs (five sequential 36 s confirmations once all read ~6% low); rounds make the drift
@@ -51,7 +54,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from search.config import QuantConfig  # noqa: E402
-from search.confirm import confirmation_round  # noqa: E402
+from search.confirm import DIRECT_SPAN, confirmation_round  # noqa: E402
 from search.drift import floor_from, stretch_of  # noqa: E402
 from search.measure import TimingSettings  # noqa: E402
 from search.pooled import block, pool  # noqa: E402
@@ -68,14 +71,22 @@ METHODS = (
     "round_robin_child",
     "round_robin_process",
     "round_robin_children",
+    "round_robin_direct",
 )
-IN_CHILD = ("round_robin_child", "round_robin_process", "round_robin_children")
+IN_CHILD = (
+    "round_robin_child",
+    "round_robin_process",
+    "round_robin_children",
+    "round_robin_direct",
+)
 ALTERNATING = ("round_robin_children",)  # two children taking turns a round each
 RENEW = {
     "round_robin_child": "repeat",
     "round_robin_process": "round",
     "round_robin_children": "repeat",
+    "round_robin_direct": "repeat",
 }
+DIRECT = ("round_robin_direct",)  # the others time each config against fp32 alone
 
 
 def candidates() -> dict[str, QuantConfig]:
@@ -112,11 +123,13 @@ def round_robin(
     slots: bool = False,
     fresh: bool = False,
     renew: str | None = None,
+    span: int = 0,
 ) -> list[dict]:
     """`rounds` rounds, each timing every config for seconds/rounds (starting one further
     along each round): all at once, interleaved, or (`slots`) one after another, on the same
     sessions or (`fresh`) new ones each round, in a new child (`renew`) for the repeat or
-    each round where the evaluator has one; each config's rounds pooled
+    each round where the evaluator has one, each config also timed directly against the
+    next `span` (`search.pair_graph`); each config's rounds pooled
     (`search.pooled.pool`), with each round's own speedup."""
     blocks: list[list[dict]] = [[] for _ in configs]
     try:
@@ -128,7 +141,9 @@ def round_robin(
             if slots:
                 speeds = {i: evaluator.retime_round([configs[i]], seconds=slot)[0] for i in order}
             else:
-                speeds = dict(enumerate(confirmation_round(evaluator, configs, r, slot, fresh)))
+                speeds = dict(
+                    enumerate(confirmation_round(evaluator, configs, r, slot, fresh, span))
+                )
             for i, s in speeds.items():
                 if isinstance(s, str):
                     raise RuntimeError(f"{configs[i].describe()} failed: {s}")
@@ -153,10 +168,10 @@ class TakingTurns:
         self.children = [evaluator, evaluator.sibling()]
         self._turn = 0
 
-    def retime_round(self, configs, seconds=None, fresh_sessions=False):
+    def retime_round(self, configs, seconds=None, **options):
         child = self.children[self._turn % 2]
         self._turn += 1
-        return child.retime_round(configs, seconds=seconds, fresh_sessions=fresh_sessions)
+        return child.retime_round(configs, seconds=seconds, **options)
 
     def renew(self) -> None:
         self._turn = 0
@@ -201,7 +216,9 @@ def pairs_for(repeats: list[list[dict]], target: float = TARGET_CV) -> dict | No
     by their pairs; a ratio of two configs from n pairs each spreads sqrt((s_i^2 + s_j^2) / n).
     What persists through a repeat's rounds is left out, so this is the least it takes: the
     answer to "would longer confirmations meet 1% here?". None for runs saved without the
-    rounds' pairs."""
+    rounds' pairs. For round_robin_direct, whose rounds' `pairs` count pairs against fp32 of
+    the same precision, this is what fp32 pairs alone would take: its ratios come mostly from
+    the direct pairs, whose precision per second is higher (`search.pair_graph`)."""
     if not all("round_pairs" in c and len(c["rounds"]) > 1 for rep in repeats for c in rep):
         return None
     sigma = []
@@ -331,6 +348,7 @@ def run_benchmark(
                         slots=method == "slots",
                         fresh=method in ("round_robin_fresh", *IN_CHILD),
                         renew=RENEW.get(method),
+                        span=DIRECT_SPAN if method in DIRECT else 0,
                     )
                 runs[method].append(result)
                 speeds = ", ".join(f"{c['speedup']:.3f}" for c in result)

@@ -68,6 +68,12 @@ FRESH_SESSIONS = True
 # configs, 1.5% for the fourth, and the ratios spread with CVs of 1.10-2.35% against
 # 1.20-1.88% in one child).
 FRESH_PROCESS = True
+# Each candidate also timed directly against the next DIRECT_SPAN candidates in rank, in the
+# same rounds, each speedup solved from all the round's pairs (`search.pair_graph`). AMD EPYC
+# Zen 3 (AVX2), `benchmarks/confirmation.py --repeats 10 --seconds 36 --methods
+# round_robin_child,round_robin_direct`: the ratio between two configs spread with CVs of
+# 0.79-1.26% across repeats, against 1.34-2.58% timed against fp32 alone in the same run.
+DIRECT_SPAN = 3
 
 ROUNDS_PER_PASS = 6  # each candidate timed in 6 rounds: 6 blocks, each in other minutes
 MAX_PASSES = 3  # a pass that moves the frontier is followed by one over the new candidates
@@ -174,23 +180,20 @@ def confirmation_round(
     r: int,
     seconds: float | None,
     fresh_sessions: bool = FRESH_SESSIONS,
+    span: int = DIRECT_SPAN,
 ) -> list:
     """Round `r` of a round-robin confirmation: every config timed in one run
-    (`retime_round`), the order rotated `r` places so no config always goes first; each
-    config's `Speedup` or error message, in `configs`' order. A run that raises (the child
-    died or overran) answers its message for every config: that round times nothing.
+    (`retime_round`), the turns rotated `r` places so no config always goes first; each
+    config's `Speedup` or error message, in `configs`' order (fastest first: `span`, the
+    configs each is also timed directly against, counts along it). A run that raises (the
+    child died or overran) answers its message for every config: that round times nothing.
     `fresh_sessions`: new sessions each round (`Retiming.retime_round`)."""
-    order = [(r + i) % len(configs) for i in range(len(configs))]
     try:
-        results = evaluator.retime_round(
-            [configs[i] for i in order], seconds=seconds, fresh_sessions=fresh_sessions
+        return evaluator.retime_round(
+            configs, seconds=seconds, fresh_sessions=fresh_sessions, span=span, rotate=r
         )
     except TrialError as exc:
-        results = [str(exc)] * len(order)
-    out: list = [None] * len(configs)
-    for i, speed in zip(order, results, strict=True):
-        out[i] = speed
-    return out
+        return [str(exc)] * len(configs)
 
 
 def _run_pass(

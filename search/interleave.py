@@ -48,9 +48,10 @@ from search.tasks.base import Batch
 class _Timed:
     """One candidate's pairs and blocks so far."""
 
-    def __init__(self, session, first_batch: int = 0) -> None:
+    def __init__(self, session, first_batch: int = 0, reference=None) -> None:
         self.session = session
         self.first_batch = first_batch
+        self.reference = reference  # None: the run's baseline
         self.base_t: list[float] = []
         self.cand_t: list[float] = []
         self.logs: list[float] = []
@@ -66,8 +67,11 @@ class _Timed:
         return self.error is None and not self.skipped
 
     def pair(self, baseline, batch: Batch, clock) -> float:
-        """One ABBA pair on `batch` (orientation by this candidate's own pair count)."""
-        if len(self.base_t) % 2 == 0:
+        """One ABBA pair on `batch`, against the reference if any, else `baseline`. Which
+        goes first alternates with the pair's index in the batches (`first_batch` on), so a
+        run that goes on from an earlier one's batch keeps the alternation going."""
+        baseline = self.reference or baseline
+        if (self.first_batch + len(self.base_t)) % 2 == 0:
             b = timed_run(baseline, batch, clock)
             c = timed_run(self.session, batch, clock)
         else:
@@ -92,6 +96,7 @@ def interleaved_speedups(
     optional: Sequence[bool] | None = None,
     baseline_seconds: float | None = None,
     priors: Mapping[int, Spread] | None = None,
+    references: Sequence | None = None,
 ) -> list[Speedup | str | None]:
     """Each candidate's speedup over `baseline` from one run bounded by `settings.seconds`
     (for all of them together), the candidates taking turns a block at a time. A candidate
@@ -105,7 +110,10 @@ def interleaved_speedups(
     ones and a warm baseline at `baseline_seconds` or the slowest run seen): on a model whose
     pair takes seconds, the measurement that must be made keeps the budget. `priors`: block
     spread lent by the worker's earlier timings, per pairs per block (`search.stats.Spread`),
-    for the intervals and the race."""
+    for the intervals and the race. `references`: per candidate, another session to time it
+    against instead of `baseline` (None: the baseline), its speedup then being over that
+    one; such a reference must be a candidate of the same run too, warmed by its own turns,
+    so a candidate with a reference has no warm-up runs of its own (`search.pair_graph`)."""
     return _timing_run(
         baseline,
         candidates,
@@ -119,6 +127,7 @@ def interleaved_speedups(
         optional,
         baseline_seconds,
         priors,
+        references,
     )[1]
 
 
@@ -166,13 +175,19 @@ def _timing_run(
     optional: Sequence[bool] | None = None,
     baseline_seconds: float | None = None,
     priors: Mapping[int, Spread] | None = None,
+    references: Sequence | None = None,
 ) -> tuple[list[_Timed], list[Speedup | str | None]]:
     """`interleaved_speedups`, with each candidate's record (its exception, if any)."""
     probe = probe or LoadProbe()
     started = clock()
     timed = [
-        _Timed(c, start)
-        for c, start in zip(candidates, first_batch or [0] * len(candidates), strict=True)
+        _Timed(c, start, ref)
+        for c, start, ref in zip(
+            candidates,
+            first_batch or [0] * len(candidates),
+            references or [None] * len(candidates),
+            strict=True,
+        )
     ]
     optional = list(optional or [False] * len(timed))
     runs: dict[int, float] = {}  # one warm-up run's seconds: -1 the baseline, k a candidate
@@ -278,7 +293,7 @@ def _warm_up(
             baseline.run(None, batch.inputs)
             runs[-1] = clock() - begun
         for k, t in enumerate(timed):
-            if optional[k] == which and t.active:
+            if optional[k] == which and t.active and t.reference is None:
                 begun = clock()
                 _guarded(t, lambda t=t, batch=batch: t.session.run(None, batch.inputs))
                 runs[k] = clock() - begun

@@ -200,8 +200,8 @@ class IsolatedEvaluator:
     def retime(self, config, seconds: float | None = None):
         return self.call("retime", config, seconds=seconds)
 
-    def retime_round(self, configs, seconds: float | None = None, fresh_sessions: bool = False):
-        return self.call("retime_round", configs, seconds=seconds, fresh_sessions=fresh_sessions)
+    def retime_round(self, configs, seconds: float | None = None, **options):
+        return self.call("retime_round", configs, seconds=seconds, **options)
 
     def renew(self) -> None:
         """Let the next call run in a new child, as a fresh `qsearch measure` process would:

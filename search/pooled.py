@@ -50,7 +50,9 @@ class Pooled:
 
 
 def block(speed, source: str, **extra) -> dict:
-    """A stored block from a `Speedup` (or anything with ratio/low/high/pairs/loaded)."""
+    """A stored block from a `Speedup` (or anything with ratio/low/high/pairs/loaded). A
+    confirmation round's `pairs` are the pairs against fp32 alone that would read its
+    speedup as closely (`search.pair_graph`): what its weight in `pool` should be."""
     return {
         "source": source,
         "speedup": float(speed.ratio),

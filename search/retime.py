@@ -30,6 +30,7 @@ from search.errors import TrialError
 from search.interleave import interleaved_speedups
 from search.measure import Speedup
 from search.model_files import file_sha256
+from search.pair_graph import rank_edges, solved_speeds
 
 ROUNDS_DIR = "rounds"  # under the evaluator's workdir: <config key>/ (the file), <key>.json
 
@@ -59,7 +60,12 @@ class Retiming:
             shutil.rmtree(out, ignore_errors=True)
 
     def retime_round(
-        self, configs: list[QuantConfig], seconds: float | None = None, fresh_sessions: bool = False
+        self,
+        configs: list[QuantConfig],
+        seconds: float | None = None,
+        fresh_sessions: bool = False,
+        span: int = 0,
+        rotate: int = 0,
     ) -> list[Speedup | str]:
         """One round of a round-robin confirmation (`search.confirm`): every config timed
         against fp32 in one run, taking turns a block at a time (`search.interleave`), for `seconds`
@@ -72,7 +78,10 @@ class Retiming:
         quantized files, so an offset that a session keeps for its life (where its buffers
         landed) is drawn again each round and averages out over the rounds, instead of
         riding on every round of the confirmation (`benchmarks/confirmation.py` measures
-        both)."""
+        both). `span`: each config is also timed directly against the next `span` configs
+        (given fastest first), and its speedup solved from all the round's pairs
+        (`search.pair_graph`; `pairs` then counts fp32 pairs of the same precision).
+        `rotate`: the turns start that many places along, so no config always goes first."""
         per_config = self.timing.seconds if seconds is None else seconds
         timing = replace(self.timing, seconds=per_config * max(1, len(configs)))
         out: list[Speedup | str] = []
@@ -83,22 +92,32 @@ class Retiming:
                 out.append("")
             except TrialError as exc:
                 out.append(str(exc))
-        if sessions:
-            keys = [configs[i].key for i in sessions]
-            speeds = interleaved_speedups(
-                self.baseline,
-                list(sessions.values()),
-                self.timing_batches,
-                timing,
-                baseline_warm=self._baseline_warm,
-                first_batch=[self._round_batch[k] for k in keys],
-            )
-            self._baseline_warm = True
-            for i, key, speed in zip(sessions, keys, speeds, strict=True):
-                out[i] = speed
-                if not isinstance(speed, str):
-                    self._round_batch[key] += speed.pairs
-                    self._save_round(key)
+        if not sessions:
+            return out
+        opened = list(sessions)  # node k + 1 is configs[opened[k]]
+        keys = [configs[i].key for i in opened]
+        nodes = [None, *sessions.values()]  # node 0: the baseline
+        edges = rank_edges(len(opened), span)
+        turns = edges[rotate % len(edges) :] + edges[: rotate % len(edges)]
+        speeds = interleaved_speedups(
+            self.baseline,
+            [nodes[b] for _, b in turns],
+            self.timing_batches,
+            timing,
+            baseline_warm=self._baseline_warm,
+            # a config's edges time the same batches, from where its last round stopped
+            first_batch=[self._round_batch[keys[b - 1]] for _, b in turns],
+            references=[nodes[a] for a, _ in turns],
+        )
+        self._baseline_warm = True
+        measured = dict(zip(turns, speeds, strict=True))
+        for k, key in enumerate(keys):
+            timed = [s for (_, b), s in measured.items() if b == k + 1 and not isinstance(s, str)]
+            if timed:
+                self._round_batch[key] += max(s.pairs for s in timed)
+                self._save_round(key)
+        for i, speed in zip(opened, solved_speeds(len(opened), measured), strict=True):
+            out[i] = speed
         return out
 
     def _round_session(self, config: QuantConfig, fresh: bool = False):

@@ -172,6 +172,7 @@ def test_confirmation_compares_sequential_slots_and_interleaved_rounds_on_the_sa
         "round_robin_child": 2,
         "round_robin_process": 2 * 2,
         "round_robin_children": 2 * 2,
+        "round_robin_direct": 2,
     }
     for method in bench.METHODS[1:]:
         need = result[method]["for_target"]  # what a 1% ratio CV would take, from the rounds

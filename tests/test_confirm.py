@@ -8,7 +8,7 @@ import optuna
 import pytest
 from optuna.distributions import CategoricalDistribution
 
-from search.confirm import confirm_frontier, confirmation_round, pass_slot
+from search.confirm import DIRECT_SPAN, confirm_frontier, confirmation_round, pass_slot
 from search.results import confirmations, pareto_rows, trial_rows
 
 
@@ -22,15 +22,17 @@ class Rounds:
         self.rounds: list[list[str]] = []
         self.seconds: list[float] = []
         self.fresh: list[bool] = []
+        self.turns: list[tuple[int, int]] = []  # each round's (rotate, span)
         self.renewed: list[int] = []  # rounds timed before each renewal
         self.ended = 0
 
     def renew(self):
         self.renewed.append(len(self.rounds))
 
-    def retime_round(self, configs, seconds=None, fresh_sessions=False):
+    def retime_round(self, configs, seconds=None, fresh_sessions=False, span=0, rotate=0):
         r = len(self.rounds)
         self.rounds.append([c.excluded_nodes[0] for c in configs])
+        self.turns.append((rotate, span))
         self.seconds.append(seconds)
         self.fresh.append(fresh_sessions)
         out = []
@@ -103,9 +105,11 @@ def test_every_frontier_config_is_confirmed_however_many_there_are():
     confirm_frontier(study, rounds, seconds=12.0)
     front = pareto_rows(study)
     assert len(front) == 12 and front["confirmed"].all()
-    # round-robin: every round times every candidate once, starting one further along
-    assert len(rounds.rounds) == 6 and all(sorted(r) == sorted(true) for r in rounds.rounds)
-    assert len({r[0] for r in rounds.rounds}) == 6
+    # round-robin: every round times every candidate once, fastest first (the direct pairs
+    # are between neighbours in that order), its turns starting one further along
+    fastest_first = sorted(true, key=true.get, reverse=True)
+    assert rounds.rounds == [fastest_first] * 6
+    assert rounds.turns == [(r, DIRECT_SPAN) for r in range(6)]
     assert rounds.seconds == [pytest.approx(pass_slot(12.0, 12, 6))] * 6
 
 
@@ -163,7 +167,7 @@ def test_a_confirmed_frontier_is_not_confirmed_again():
 
 def test_a_config_that_fails_in_every_round_is_recorded_and_the_others_confirmed():
     class Failing(Rounds):
-        def retime_round(self, configs, seconds=None, fresh_sessions=False):
+        def retime_round(self, configs, seconds=None, fresh_sessions=False, **_):
             out = super().retime_round(configs, seconds)
             return [
                 "onnxruntime refused it" if c.excluded_nodes[0] == "bad" else s
@@ -183,7 +187,7 @@ def test_a_config_that_fails_in_every_round_is_recorded_and_the_others_confirmed
 
 def test_a_pass_cut_short_is_run_again_when_the_search_resumes():
     class Stopped(Rounds):
-        def retime_round(self, configs, seconds=None, fresh_sessions=False):
+        def retime_round(self, configs, seconds=None, fresh_sessions=False, **_):
             if len(self.rounds) == 2:
                 raise KeyboardInterrupt  # the user stops the search in the third round
             return super().retime_round(configs, seconds)

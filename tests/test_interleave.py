@@ -294,3 +294,30 @@ def test_a_lent_block_spread_lets_a_two_block_trial_race():
     assert raced.stopped == "raced" and raced.high < 1.75 and raced.spread_df == 40
     assert raced.low <= 1.5 <= raced.high
     assert trial({3: lent[1]}).stopped == "budget"  # another block size lends nothing
+
+
+def test_a_candidate_with_a_reference_is_timed_against_it_with_no_warm_up_of_its_own():
+    """A confirmation round's direct pair: b against a, ABBA, no fp32 in its blocks; a and b
+    are warmed by their own turns against fp32, not again."""
+    log: list[str] = []
+    clock = FakeClock()
+    base, (a, b, _) = models(clock, log)
+    settings = TimingSettings(seconds=12.0, target=1e-6, floor=0.0, block_pairs=1)
+    speeds = interleaved_speedups(
+        base,
+        [a, b, b],
+        BATCHES,
+        settings,
+        clock=clock,
+        probe=FakeProbe(()),
+        references=[None, None, a],
+        first_batch=[0, 0, 1],
+    )
+    assert log[:3] == ["fp32", "a", "b"]  # one warm-up run each
+    turns = [log[i : i + 2] for i in range(3, len(log), 2)]
+    direct = turns[2::3]  # the third candidate's turns: one pair a block
+    assert all(sorted(t) == ["a", "b"] for t in direct)
+    # its pairs alternate from its first batch on: batch 1 runs the candidate first
+    assert [t[0] for t in direct[:4]] == ["b", "a", "b", "a"]
+    assert speeds[2].ratio == pytest.approx(TRUE["b"] / TRUE["a"], rel=0.01)
+    assert speeds[0].ratio == pytest.approx(TRUE["a"], rel=0.01)

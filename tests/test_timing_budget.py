@@ -130,3 +130,51 @@ def test_a_gain_the_budget_cannot_hold_is_left_unmeasured_and_not_tried_again(ti
         assert measured.models == [1] and again.attrs["fp32_options_speedup"] is None
     finally:
         evaluator.close()
+
+
+def test_a_round_with_direct_pairs_solves_each_config_from_all_its_pairs(tiny_task, monkeypatch):
+    """span=1: each config against fp32 and the second against the first, in one run; each
+    speedup solved from the three timings (`search.pair_graph`); a config whose timings all
+    fail answers its reason and the other is still solved from its own."""
+    import math
+
+    import search.retime as retime
+    from search.pair_graph import solve
+
+    runs = []
+
+    def spy(baseline, candidates, batches, settings, **kwargs):
+        out = interleaved_speedups(baseline, candidates, batches, settings, **kwargs)
+        runs.append((candidates, kwargs["references"], kwargs["first_batch"], out))
+        return out
+
+    monkeypatch.setattr(retime, "interleaved_speedups", spy)
+    evaluator = Evaluator(tiny_task, TimingSettings(seconds=0.2, min_blocks=2, block_pairs=1))
+    configs = [QuantConfig(operators=("MatMul",)), QuantConfig(operators=("MatMul", "Gather"))]
+    try:
+        first, second = evaluator.retime_round(configs, 0.2, span=1, rotate=1)
+        ((cands, refs, starts, out),) = runs
+        a, b = (evaluator._rounds[c.key][0] for c in configs)
+        # turns rotated one place: b against fp32, b against a, a against fp32
+        assert cands == [b, b, a] and refs == [None, a, None] and starts == [0, 0, 0]
+        edges = [(0, 2), (1, 2), (0, 1)]
+        levels, precision = solve(
+            2, edges, [math.log(s.ratio) for s in out], [s.pairs for s in out]
+        )
+        assert [first.ratio, second.ratio] == pytest.approx([math.exp(x) for x in levels])
+        assert [first.pairs, second.pairs] == [max(1, round(p)) for p in precision]
+        assert second.pairs >= out[0].pairs and first.pairs >= out[2].pairs
+        # each goes on from the most pairs any of its timings ran
+        assert evaluator._round_batch[configs[1].key] == max(out[0].pairs, out[1].pairs)
+
+        def failing(baseline, candidates, batches, settings, **kwargs):
+            out = interleaved_speedups(baseline, candidates, batches, settings, **kwargs)
+            return [
+                "onnxruntime failed" if c is b else s for c, s in zip(candidates, out, strict=True)
+            ]
+
+        monkeypatch.setattr(retime, "interleaved_speedups", failing)
+        kept, failed = evaluator.retime_round(configs, 0.2, span=1)
+        assert failed == "onnxruntime failed" and kept.ratio > 0 and kept.pairs >= 1
+    finally:
+        evaluator.close()
