@@ -70,7 +70,7 @@ class _Timed:
         """One ABBA pair on `batch`, against the reference if any, else `baseline`. Which
         goes first alternates with the pair's index in the batches (`first_batch` on), so a
         run that goes on from an earlier one's batch keeps the alternation going."""
-        baseline = self.reference or baseline
+        baseline = baseline if self.reference is None else self.reference
         if (self.first_batch + len(self.base_t)) % 2 == 0:
             b = timed_run(baseline, batch, clock)
             c = timed_run(self.session, batch, clock)
