@@ -85,6 +85,7 @@ def solved_speeds(count: int, measured: Mapping[Edge, Speedup | str]) -> list[Sp
     for node, level, fp32_pairs in zip(live, levels, precision, strict=True):
         own = out[node - 1]
         centre = math.exp(level)
+        # its own timing against fp32 is one of the edges that hold it
         loaded = any(
             not isinstance(s, str) and s.loaded and node in edge for edge, s in measured.items()
         )
@@ -94,6 +95,6 @@ def solved_speeds(count: int, measured: Mapping[Edge, Speedup | str]) -> list[Sp
             low=own.low * centre / own.ratio,
             high=own.high * centre / own.ratio,
             pairs=max(1, round(fp32_pairs)),
-            loaded=own.loaded or loaded,
+            loaded=loaded,
         )
     return out
