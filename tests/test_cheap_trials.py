@@ -151,7 +151,11 @@ def test_a_config_slower_than_the_frontier_stops_timing_early(evaluator):
         result = ev.evaluate(QuantConfig(operators=("MatMul",)), ahead)
         timing = result.attrs["timing"]
         assert timing["stopped"] == "raced" and timing["race_below"] == 1000.0
-        assert timing["blocks"] == 2 and result.attrs["speedup_high"] < 1000.0
+        assert result.attrs["speedup_high"] < 1000.0
+        # Two clean blocks already put the upper bound far below 1000x. A block that ran under
+        # another process's load widens the interval (doubled), so a busy machine may need one
+        # more block before the race is decided: never the budget.
+        assert timing["blocks"] == 2 or timing["loaded_blocks"] > 0
     finally:
         ev.close()
 
