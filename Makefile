@@ -77,10 +77,10 @@ bench-cost: install
 bench-scopes: install
 	$(BIN)/python benchmarks/node_scopes.py --rounds 3 --seconds 10
 
-# ~80 minutes (79 on an Intel Xeon, 72 on an AMD Zen 3): issue 14's acceptance run: 10 confirmations of 4
-# configs, sequential vs round-robin in a new child each confirmation, new sessions each
-# round, each config also timed directly against the others (what the search does), 72 s
-# per config each.
+# ~80 minutes (79 on an Intel Xeon, 72 on an AMD Zen 3): issue 14's acceptance run: 10
+# confirmations of 4 configs, sequential vs round-robin in a new child each confirmation, new
+# sessions each round, each config also timed directly against the others (what the search
+# does), 72 s per config each.
 bench-confirm: install
 	$(BIN)/python benchmarks/confirmation.py --repeats 10 --seconds 72 --rounds 6 \
 		--methods sequential,round_robin_direct
