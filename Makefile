@@ -10,7 +10,7 @@ export TRANSFORMERS_OFFLINE := 1
 .PHONY: install run prepare test postgres lint format report dashboard bench-stability \
 	bench-table bench-efficiency bench-cost bench-scopes bench-confirm bench-size bench-process \
 	bench-ttf bench-quantize bench-static bench-static-encoder bench-smooth bench-lent bench-noise \
-	clean
+	bench-profile bench-weight-only clean
 
 install: $(VENV)/.installed
 
@@ -76,6 +76,19 @@ bench-cost: install
 # its last line: the fastest config within 1 point against the fastest preset (issue 13).
 bench-scopes: install
 	$(BIN)/python benchmarks/node_scopes.py --rounds 3 --seconds 10
+
+# ~1.5 minutes: where the time goes (onnxruntime's profile per operator type, fp32 and four
+# configs round-robin) and, by Amdahl, how much faster the int8 part would have to run on
+# this CPU for issue 13's 2.75x.
+bench-profile: install
+	$(BIN)/python benchmarks/op_profile.py --only "weight MatMuls, per-tensor" \
+		--only "all MatMuls, per-tensor" --only "optimum avx512" \
+		--only "weight MatMuls, per-channel, fused attention (QAttention)" --target 2.75
+
+# ~2.5 minutes: blockwise weight-only int4/int8 (MatMulNBits, int8 compute) against dynamic
+# int8 weight MatMuls, round-robin against the same fp32.
+bench-weight-only: install
+	$(BIN)/python benchmarks/weight_only.py --rounds 3 --seconds 8
 
 # ~80 minutes (79 on an Intel Xeon, 72 on an AMD Zen 3): issue 14's acceptance run: 10
 # confirmations of 4 configs, sequential vs round-robin in a new child each confirmation, new

@@ -426,3 +426,77 @@ def test_direct_pairs_statistics_on_known_pairs():
     ] == pytest.approx(0.1)
     # via fp32: two pairs' variance for 20 s; direct: one pair's for 10 s -> 4x
     assert r["direct_needs_one_over"] == pytest.approx(4.0)
+
+
+def test_op_profile_splits_each_config_into_int8_and_fp32_parts(tiny_task):
+    bench = load("op_profile")
+    only = ["weight MatMuls, per-tensor", "all MatMuls, per-tensor"]
+    result = bench.run_benchmark(tiny_task, only, target=2.0, passes=1, progress=lambda _: None)
+    assert "MatMul" in result["fp32_ops"] and not any(map(bench.is_int8, result["fp32_ops"]))
+    rows = {row["config"]: row for row in result["rows"]}
+    assert sorted(rows) == sorted(only)
+    weights, every = rows[only[0]], rows[only[1]]
+    # the weight scope leaves the attention products fp32; every-MatMul quantizes them all
+    assert "MatMul" in weights["ops"] and "MatMul" not in every["ops"]
+    for row in rows.values():
+        assert any(map(bench.is_int8, row["ops"])) and row["wall_speedup"] > 0
+        assert row["int8_ms"] + row["fp32_rest_ms"] == pytest.approx(sum(row["ops"].values()))
+        assert row["cap"] == pytest.approx(result["fp32_ms"] / row["fp32_rest_ms"])
+
+
+def test_op_profile_works_back_from_the_target_by_amdahl():
+    bench = load("op_profile")
+    ops = {"DynamicQuantizeMatMul": 50.0, "DynamicQuantizeLinear": 10.0, "Softmax": 40.0}
+    split = bench.amdahl(300.0, ops, target=2.0)
+    # 2x of 300 ms is 150 ms; 40 ms stay fp32, so the 60 ms int8 part may take 110 ms
+    assert split["int8_ms"] == 60.0 and split["fp32_rest_ms"] == 40.0
+    assert split["cap"] == 7.5 and split["kernel_speedup"] == 3.0
+    assert split["int8_faster_needed"] == pytest.approx(60 / 110)
+    assert bench.amdahl(300.0, ops, target=5.0)["int8_faster_needed"] == pytest.approx(60 / 20)
+    assert bench.amdahl(300.0, ops, target=8.0)["int8_faster_needed"] is None  # past the cap
+    int8 = ["QLinearMatMul", "QGemm", "QAttention", "MatMulInteger", "MatMulIntegerToFloat"]
+    int8 += ["DynamicQuantizeMatMul", "QuantizeLinear", "DequantizeLinear", "QLinearSoftmax"]
+    fp32 = ["MatMul", "Softmax", "Gelu", "SkipLayerNormalization", "QuickGelu", "Gather"]
+    assert all(map(bench.is_int8, int8)) and not any(map(bench.is_int8, fp32))
+
+
+def test_op_profile_leaves_the_warm_runs_out():
+    bench = load("op_profile")
+
+    def run(ts):
+        return {"name": "model_run", "cat": "Session", "ts": ts, "dur": 5}
+
+    def node(ts, op, dur):
+        name = f"n{ts}_kernel_time"
+        return {"name": name, "cat": "Node", "ts": ts, "dur": dur, "args": {"op_name": op}}
+
+    events = [run(0), node(1, "MatMul", 100), run(10), node(11, "MatMul", 7), node(12, "Add", 1)]
+    events += [run(20), node(21, "MatMul", 9), {"name": "x_fence_before", "cat": "Node", "ts": 22}]
+    times, runs = bench.op_times(events, skip_runs=1)
+    assert runs == 2 and times == {"MatMul": 16, "Add": 1}
+    assert bench.op_times(events)[0]["MatMul"] == 116
+
+
+def test_weight_only_times_matmulnbits_beside_the_dynamic_reference(tiny_task):
+    bench = load("weight_only")
+    result = bench.run_benchmark(
+        tiny_task, rounds=2, seconds=0.2, variants=((4, 16),), progress=lambda _: None
+    )
+    names = [row["config"] for row in result["rows"]]
+    assert names[0] == bench.REFERENCE and len(names) == 2 and "int4" in names[1]
+    for row in result["rows"]:
+        assert len(row["rounds"]) == 2 and row["low"] <= row["speedup"] <= row["high"]
+
+
+def test_weight_only_replaces_exactly_the_weight_matmuls(tiny_task, tmp_path):
+    import onnx
+
+    bench = load("weight_only")
+    model = onnx.load(str(tiny_task.model_path))
+    constants = {i.name for i in model.graph.initializer}
+    ops = [n.op_type for n in model.graph.node]
+    weights = sum(n.op_type == "MatMul" and n.input[1] in constants for n in model.graph.node)
+    out = bench.weight_only(tiny_task.model_path, tmp_path / "w.onnx", bits=8, block=16)
+    quantized = [n.op_type for n in onnx.load(str(out)).graph.node]
+    assert quantized.count("MatMulNBits") == weights > 0
+    assert quantized.count("MatMul") == ops.count("MatMul") - weights  # attention products
