@@ -5,9 +5,8 @@ against qsearch's dynamic int8 weight MatMuls, side by side on the default task.
 Why (issue 13): MatMulNBits has kernels written for AVX512-VNNI, and its block scales keep
 int4 weights accurate, so it was the one int8 path left untried for the bar. It is not in
 qsearch's space: these kernels are built for the few rows of a language model's decoding,
-and an encoder's batch (32 sentences of ~52 tokens: ~1,700 rows per product) is the
-other end of that.
-This benchmark is what keeps that decision honest on each CPU.
+and an encoder's batch (32 sentences of ~52 tokens: ~1,700 rows per product) is the other
+end of that. This benchmark is what keeps that decision honest on each CPU.
 
 Each candidate is timed against fp32 on the same batches, round-robin (`--rounds` rounds of
 `--seconds` each), as `benchmarks/node_scopes.py` does; accuracy is on the task's evaluation
