@@ -83,8 +83,10 @@ MAX_COMPLETIONS = 20  # configs scored on every example per call (each re-reads 
 
 
 def to_confirm(rows: pd.DataFrame) -> list[int]:
-    """Trial numbers of the frontier and of configs within their intervals of it, fastest
-    first."""
+    """Trial numbers of the frontier, of configs within their intervals of it, and of the
+    fastest reference config (Optimum's presets), fastest first. The reference rides along
+    so the best config's ratio to it is measured in the same rounds
+    (`search.results.versus_preset`), not from two trials minutes apart."""
     if rows.empty:
         return []
     points = rows[["accuracy", "speedup"]].to_numpy()
@@ -94,6 +96,9 @@ def to_confirm(rows: pd.DataFrame) -> list[int]:
         for f in front.itertuples():
             if row.accuracy >= f.accuracy - 1e-12 and row.speedup_high >= f.speedup_low:
                 chosen.add(row.trial)
+    references = rows[rows["reference"] != ""] if "reference" in rows else rows.iloc[:0]
+    if not references.empty:
+        chosen.add(references.sort_values("speedup").iloc[-1]["trial"])
     ranked = rows[rows["trial"].isin(chosen)].sort_values("speedup", ascending=False)
     return [int(t) for t in ranked["trial"]]
 

@@ -110,7 +110,7 @@ def search_with_progress(search):
 
 def print_frontier(study, max_drop: float) -> None:
     """The frontier as a table; its caption names the fastest config within `max_drop`."""
-    from search.results import best_row, floor_line, pareto_rows, speed_caveat
+    from search.results import best_row, floor_line, pareto_rows, speed_caveat, versus_preset
 
     rows = pareto_rows(study)
     fp32 = study.user_attrs.get("fp32_accuracy")
@@ -147,6 +147,9 @@ def print_frontier(study, max_drop: float) -> None:
             (f"[{row.reference}] " if row.reference else "") + row.config,
         )
     console.print(table)
+    gain = versus_preset(study, max_drop)
+    if gain:
+        console.print(gain)
     if len(rows):
         console.print(floor_line(study), style="dim")
 

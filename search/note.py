@@ -10,13 +10,16 @@ from __future__ import annotations
 
 import optuna
 
-from search.results import describe_best, floor_line, pareto_rows
+from search.results import describe_best, floor_line, pareto_rows, versus_preset
 
 
 def frontier_note(study: optuna.Study, max_drop: float) -> str:
     """Markdown: the best config within `max_drop`, then the frontier table."""
     front = pareto_rows(study)
     lines = ["## qsearch frontier (pooled speedups)", "", describe_best(study, max_drop)]
+    gain = versus_preset(study, max_drop)
+    if gain:
+        lines += ["", gain]
     lines += [
         "",
         "Speedups pool every timed block of a config (its trial, the end-of-search "

@@ -23,6 +23,7 @@ from search.results import (
     pareto_rows,
     pruned_rows,
     trial_rows,
+    versus_preset,
 )
 
 
@@ -183,6 +184,7 @@ def render_html(study: optuna.Study, max_drop: float = 0.01) -> str:
     attrs = study.user_attrs
     fp32 = attrs.get("fp32_accuracy")
     e = html.escape
+    gain = versus_preset(study, max_drop)  # what searching gained over Optimum's presets
     figures = []
     if not rows.empty:
         figures.append(
@@ -273,6 +275,7 @@ config that the frontier may hold was scored on every example before this report
 {figures[0] if figures else "<p>No finished trials yet.</p>"}
 <h2>Pareto frontier ({len(front)} configs)</h2>
 <p><b>{e(describe_best(study, max_drop))}</b></p>
+{f"<p>{e(gain)}</p>" if gain else ""}
 {
         _table(
             front,

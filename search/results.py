@@ -18,6 +18,7 @@ from search.pooled import (
     pool,
     relevel,
     resolution,
+    same_round_interval,
     stored_blocks,
     tie_groups_by_rounds,
     trial_block,
@@ -257,6 +258,32 @@ def speed_caveat(best: pd.Series) -> str:
     return (
         f"not clearly faster than fp32 where it was measured (its interval reaches "
         f"{best['speedup_low']:.3f}x): the fp32 model is as good a choice there"
+    )
+
+
+def versus_preset(study: optuna.Study, max_drop: float) -> str | None:
+    """The best config within `max_drop` against the fastest of Optimum's presets, in words:
+    what a user of Optimum gains by searching. From the rounds of the last confirmation
+    pass that timed both (it re-times the fastest preset with the frontier for this), else
+    from their pooled speedups, said to be measured apart. None without a preset trial."""
+    best = best_row(study, max_drop)
+    rows = trial_rows(study)
+    presets = rows[rows["reference"] != ""] if not rows.empty else rows
+    if best is None or presets.empty:
+        return None
+    if best["reference"]:
+        return f"The best config is Optimum's preset itself ({best['reference']}): none faster."
+    preset = presets.sort_values("speedup").iloc[-1]
+    same = same_round_interval(*last_pass(study), int(best["trial"]), int(preset["trial"]))
+    if same is not None:
+        ratio, low, high = same
+        how = f" ({low:.3f}-{high:.3f}), timed in the same confirmation rounds"
+    else:
+        ratio = best["speedup"] / preset["speedup"]
+        how = ", their speedups measured apart (no confirmation round timed both)"
+    return (
+        f"Against Optimum's fastest preset ({preset['reference']}, trial {preset['trial']}, "
+        f"{preset['speedup']:.3f}x) the best config is {ratio:.3f}x as fast{how}."
     )
 
 

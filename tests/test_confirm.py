@@ -52,7 +52,7 @@ class Rounds:
         self.ended += 1
 
 
-def add(study, accuracy, speedup, node, half=0.03):
+def add(study, accuracy, speedup, node, half=0.03, reference=None):
     study.add_trial(
         optuna.trial.create_trial(
             values=[accuracy, speedup],
@@ -63,6 +63,7 @@ def add(study, accuracy, speedup, node, half=0.03):
                 "speedup_low": speedup * (1 - half),
                 "speedup_high": speedup * (1 + half),
                 "description": node,
+                **({"reference": reference} if reference else {}),
             },
         )
     )
@@ -213,3 +214,47 @@ def test_a_round_runs_in_the_process_it_finds():
     ]
     kept = [confirmation_round(rounds, configs, r, 1.0) for r in range(2)]
     assert rounds.renewed == [] and [s.ratio for s in kept[1]] == [1.5, 1.2]  # configs' order
+
+
+def test_the_fastest_preset_is_timed_in_the_same_rounds_as_the_best_config(capsys):
+    """Optimum's fastest preset is off the frontier and outside its intervals, yet rides
+    along in the confirmation, so the views give the best config's ratio to it from the
+    same rounds; the slower preset is left out."""
+    from search.display import console, print_frontier
+    from search.note import frontier_note
+    from search.report import render_html
+    from search.results import versus_preset
+
+    study = new_study()
+    add(study, 0.80, 2.0, "best")
+    add(study, 0.78, 2.4, "fast but inaccurate")
+    add(study, 0.80, 1.6, "avx512 preset", reference="optimum avx512")
+    add(study, 0.80, 0.9, "avx2 preset", reference="optimum avx2")
+    apart = versus_preset(study, 0.01)
+    assert "(optimum avx512, trial 2, 1.600x)" in apart and "1.250x as fast" in apart
+    assert "measured apart" in apart
+    true = {"best": 2.0, "fast but inaccurate": 2.4, "avx512 preset": 1.7, "avx2 preset": 0.9}
+    rounds = Rounds(true, drift=(1.0, 0.9, 1.05), wobble=0.01)
+    confirm_frontier(study, rounds)
+    assert {"avx512 preset"} <= set(rounds.rounds[0]) and "avx2 preset" not in rounds.rounds[0]
+    line = versus_preset(study, 0.01)
+    ratio = float(line.split(" the best config is ")[1].split("x")[0])
+    assert ratio == pytest.approx(2.0 / 1.7, rel=0.02)  # the rounds' ratio, drift cancelled
+    assert "timed in the same confirmation rounds" in line and "measured apart" not in line
+    with console.capture() as captured:
+        print_frontier(study, 0.01)
+    assert line in " ".join(captured.get().split())  # rich wraps it
+    assert line in frontier_note(study, 0.01)
+    assert line in render_html(study, 0.01).replace("&#x27;", "'")
+
+
+def test_a_preset_that_is_the_best_config_is_named_as_such():
+    from search.results import versus_preset
+
+    study = new_study()
+    add(study, 0.80, 1.6, "avx512 preset", reference="optimum avx512")
+    add(study, 0.70, 2.0, "inaccurate")
+    assert versus_preset(study, 0.01) == (
+        "The best config is Optimum's preset itself (optimum avx512): none faster."
+    )
+    assert versus_preset(new_study(), 0.01) is None
