@@ -106,6 +106,22 @@ def select(configs: dict[str, QuantConfig], only: list[str] | None) -> dict[str,
     return chosen
 
 
+def round_robin(
+    fp32, sessions: dict, batches, rounds: int, seconds: float, progress=print
+) -> dict[str, list[float]]:
+    """Each session's speedup over `fp32` in every round: round r times every session once
+    (`seconds` each, paired and interleaved with fp32) before round r + 1, so the machine's
+    drift between minutes hits them all alike."""
+    settings = TimingSettings(seconds=seconds, target=1e-9, floor=0.0)
+    ratios: dict[str, list[float]] = {name: [] for name in sessions}
+    for r in range(rounds):
+        for name, session in sessions.items():
+            speed = paired_speedup(fp32, session, batches, settings, baseline_warm=r > 0)
+            ratios[name].append(speed.ratio)
+            progress(f"round {r + 1}: {name}: {speed.ratio:.3f}x")
+    return ratios
+
+
 def run_benchmark(
     task,
     rounds: int,
@@ -122,21 +138,13 @@ def run_benchmark(
     fp32_outputs = task.outputs(fp32)
     fp32_accuracy = task.score(fp32_outputs)
     sessions, accuracy = {}, {}
-    ratios: dict[str, list[float]] = {name: [] for name in configs}
     with tempfile.TemporaryDirectory() as work:
         cache = CalibrationCache(task)
         for i, (name, config) in enumerate(configs.items()):
             path = quantize(config, task.model_path, Path(work) / str(i), cache.ranges(config))
             sessions[name] = make_session(path, config.session_options())
             accuracy[name] = task.score(task.outputs(sessions[name]), fp32_outputs)
-        settings = TimingSettings(seconds=seconds, target=1e-9, floor=0.0)
-        for r in range(rounds):
-            for name in configs:
-                speed = paired_speedup(
-                    fp32, sessions[name], task.timing_batches, settings, baseline_warm=r > 0
-                )
-                ratios[name].append(speed.ratio)
-                progress(f"round {r + 1}: {name}: {speed.ratio:.3f}x")
+        ratios = round_robin(fp32, sessions, task.timing_batches, rounds, seconds, progress)
     rows = []
     for name, config in configs.items():
         est = block_estimate([math.log(x) for x in ratios[name]])  # rounds as blocks

@@ -25,26 +25,18 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # node_scopes, also when imported
 
-from search.config import QuantConfig, make_session_options  # noqa: E402
-from search.interleave import paired_speedup  # noqa: E402
-from search.measure import TimingSettings, make_session  # noqa: E402
+from node_scopes import candidates, round_robin  # noqa: E402
+
+from search.config import make_session_options  # noqa: E402
+from search.measure import make_session  # noqa: E402
 from search.quantize import quantize, quiet_libraries  # noqa: E402
 from search.stats import block_estimate  # noqa: E402
 from search.worker import describe_worker, worker_info  # noqa: E402
 
-REFERENCE = "dynamic int8, weight MatMuls, per-tensor"
+REFERENCE = "weight MatMuls, per-tensor"  # node_scopes' row: dynamic int8, the best on VNNI
 VARIANTS = ((4, 32), (8, 32), (8, 128))  # (bits, block size)
-
-
-def reference() -> QuantConfig:
-    """qsearch's best dynamic config on the VNNI CPUs measured (README)."""
-    return QuantConfig(
-        operators=("MatMul",),
-        per_channel=False,
-        matmul_scope="weights",
-        disabled_fusions=("SkipLayerNormFusion",),
-    )
 
 
 def weight_only(model: Path, out: Path, bits: int, block: int, accuracy_level: int = 4) -> Path:
@@ -78,7 +70,7 @@ def run_benchmark(task, rounds: int, seconds: float, variants=VARIANTS, progress
     fp32 = make_session(task.model_path, make_session_options())
     fp32_outputs = task.outputs(fp32)
     fp32_accuracy = task.score(fp32_outputs)
-    config = reference()
+    config = candidates()[REFERENCE]
     with tempfile.TemporaryDirectory() as work:
         path = quantize(
             config, task.model_path, Path(work) / "ref", CalibrationCache(task).ranges(config)
@@ -91,15 +83,7 @@ def run_benchmark(task, rounds: int, seconds: float, variants=VARIANTS, progress
             )
             sessions[name] = make_session(out, config.session_options())
         accuracy = {n: task.score(task.outputs(s), fp32_outputs) for n, s in sessions.items()}
-        settings = TimingSettings(seconds=seconds, target=1e-9, floor=0.0)
-        ratios: dict[str, list[float]] = {name: [] for name in sessions}
-        for r in range(rounds):
-            for name, session in sessions.items():
-                speed = paired_speedup(
-                    fp32, session, task.timing_batches, settings, baseline_warm=r > 0
-                )
-                ratios[name].append(speed.ratio)
-                progress(f"round {r + 1}: {name}: {speed.ratio:.3f}x")
+        ratios = round_robin(fp32, sessions, task.timing_batches, rounds, seconds, progress)
     rows = []
     for name, values in ratios.items():
         est = block_estimate([math.log(x) for x in values])
