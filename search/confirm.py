@@ -44,7 +44,7 @@ from search.liveness import GRACE_PERIOD, HOST, is_interrupted, worker_id
 from search.objective import Evaluator
 from search.pooled import ROUNDS, add_blocks, block, last_pass, pool
 from search.ranking import non_dominated
-from search.results import CONFIRMATIONS, confirmations, trial_rows
+from search.results import CONFIRMATIONS, confirmations, fastest_preset, trial_rows
 
 # New sessions each round: a session keeps an offset of its own for its life (where its
 # buffers landed), which pairing with fp32 cannot cancel; drawn again each round, it
@@ -96,9 +96,9 @@ def to_confirm(rows: pd.DataFrame) -> list[int]:
         for f in front.itertuples():
             if row.accuracy >= f.accuracy - 1e-12 and row.speedup_high >= f.speedup_low:
                 chosen.add(row.trial)
-    references = rows[rows["reference"] != ""] if "reference" in rows else rows.iloc[:0]
-    if not references.empty:
-        chosen.add(references.sort_values("speedup").iloc[-1]["trial"])
+    preset = fastest_preset(rows)
+    if preset is not None:
+        chosen.add(preset["trial"])
     ranked = rows[rows["trial"].isin(chosen)].sort_values("speedup", ascending=False)
     return [int(t) for t in ranked["trial"]]
 

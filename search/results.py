@@ -261,19 +261,25 @@ def speed_caveat(best: pd.Series) -> str:
     )
 
 
+def fastest_preset(rows: pd.DataFrame) -> pd.Series | None:
+    """The fastest reference config (Optimum's presets) among `trial_rows`, if any: what the
+    confirmation re-times beside the frontier and the views compare the best config with."""
+    if rows.empty or "reference" not in rows:
+        return None
+    presets = rows[rows["reference"] != ""]
+    return None if presets.empty else presets.sort_values("speedup").iloc[-1]
+
+
 def versus_preset(study: optuna.Study, max_drop: float) -> str | None:
     """The best config within `max_drop` against the fastest of Optimum's presets, in words:
     what a user of Optimum gains by searching. From the rounds of the last confirmation
     pass that timed both (it re-times the fastest preset with the frontier for this), else
     from their pooled speedups, said to be measured apart. None without a preset trial."""
-    best = best_row(study, max_drop)
-    rows = trial_rows(study)
-    presets = rows[rows["reference"] != ""] if not rows.empty else rows
-    if best is None or presets.empty:
+    best, preset = best_row(study, max_drop), fastest_preset(trial_rows(study))
+    if best is None or preset is None:
         return None
     if best["reference"]:
         return f"The best config is Optimum's preset itself ({best['reference']}): none faster."
-    preset = presets.sort_values("speedup").iloc[-1]
     same = same_round_interval(*last_pass(study), int(best["trial"]), int(preset["trial"]))
     if same is not None:
         ratio, low, high = same
