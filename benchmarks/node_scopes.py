@@ -122,6 +122,12 @@ def round_robin(
     return ratios
 
 
+def pooled_rounds(ratios: list[float]) -> dict:
+    """A candidate's rounds pooled as blocks: the geometric mean and its 95% t-interval."""
+    est = block_estimate([math.log(x) for x in ratios])
+    return {"speedup": est.ratio, "low": est.low, "high": est.high, "rounds": ratios}
+
+
 def run_benchmark(
     task,
     rounds: int,
@@ -147,17 +153,13 @@ def run_benchmark(
         ratios = round_robin(fp32, sessions, task.timing_batches, rounds, seconds, progress)
     rows = []
     for name, config in configs.items():
-        est = block_estimate([math.log(x) for x in ratios[name]])  # rounds as blocks
         rows.append(
             {
                 "config": name,
                 "description": config.describe(),
                 "accuracy": accuracy[name],
                 "drop_points": 100 * (fp32_accuracy - accuracy[name]),
-                "speedup": est.ratio,
-                "low": est.low,
-                "high": est.high,
-                "rounds": ratios[name],
+                **pooled_rounds(ratios[name]),
             }
         )
     cpu = describe_worker(worker_info())

@@ -11,8 +11,9 @@ however fast its int8 kernels, and reaching `--target` needs the int8 part to sh
 `fp32 / target - rest`, i.e. to run `int8 / (fp32 / target - rest)` times faster than it does.
 
 Kernel times exclude the session's own overhead between nodes, so their ratio reads a little
-apart from a wall-clock speedup (the `wall` column, the same runs timed without profiling,
-round-robin); the table prints both. Prints a table and one JSON line.
+apart from a wall-clock speedup (the `wall` figure: the same models timed without profiling,
+in paired rounds against fp32 as `node_scopes.py` times them); the table prints both.
+Prints a table and one JSON line.
 
     .venv/bin/python benchmarks/op_profile.py --only "weight MatMuls, per-tensor" --target 2.75
 """
@@ -23,14 +24,13 @@ import argparse
 import json
 import sys
 import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # node_scopes' rows, also when imported
 
-from node_scopes import candidates, select  # noqa: E402
+from node_scopes import candidates, pooled_rounds, round_robin, select  # noqa: E402
 
 from search.config import make_session_options  # noqa: E402
 from search.measure import make_session  # noqa: E402
@@ -104,20 +104,16 @@ def amdahl(fp32_ms: float, ops: dict[str, float], target: float) -> dict:
     }
 
 
-def wall_ratios(sessions: dict, batches: list, passes: int) -> dict[str, float]:
-    """Wall-clock speedup of each session over fp32's, round-robin batch by batch."""
-    spent = dict.fromkeys(sessions, 0.0)
-    for _ in range(passes):
-        for batch in batches:
-            for name, session in sessions.items():
-                start = time.perf_counter()
-                session.run(None, batch.inputs)
-                spent[name] += time.perf_counter() - start
-    return {name: spent[FP32] / spent[name] for name in sessions}
-
-
-def run_benchmark(task, only: list[str] | None, target: float, passes: int, progress=print) -> dict:
-    """Profiles of fp32 and each chosen config, their Amdahl split, and wall ratios."""
+def run_benchmark(
+    task,
+    only: list[str] | None,
+    target: float,
+    passes: int,
+    seconds: float = 4.0,
+    progress=print,
+) -> dict:
+    """Profiles of fp32 and each chosen config, their Amdahl split, and their wall-clock
+    speedups timed as `node_scopes` times them (`passes` rounds of `seconds` each)."""
     from search.calibrate import CalibrationCache
 
     configs = select(candidates(fusion=True), only or ["weight MatMuls, per-tensor"])
@@ -133,8 +129,8 @@ def run_benchmark(task, only: list[str] | None, target: float, passes: int, prog
         profiled = profiles(models, batches, passes, Path(work))
         progress("timing them without the profiler, round-robin")
         sessions = {name: make_session(path, options()) for name, (path, options) in models.items()}
-        wall_ratios(sessions, batches, 1)  # warm
-        wall = wall_ratios(sessions, batches, passes)
+        fp32 = sessions.pop(FP32)
+        wall = round_robin(fp32, sessions, batches, passes, seconds, progress)
     fp32_ms = sum(profiled[FP32].values())
     fp32_gemm = sum(ms for op, ms in profiled[FP32].items() if op in GEMMS)
     rows = []
@@ -145,7 +141,8 @@ def run_benchmark(task, only: list[str] | None, target: float, passes: int, prog
         # the fp32 products the config replaced: fp32's products less those it left fp32
         replaced = fp32_gemm - left_gemm
         split["int8_vs_replaced_gemms"] = replaced / split["int8_ms"] if split["int8_ms"] else None
-        rows.append({"config": name, "wall_speedup": wall[name], **split, "ops": ops})
+        speed = pooled_rounds(wall[name])["speedup"]
+        rows.append({"config": name, "wall_speedup": speed, **split, "ops": ops})
     return {
         "cpu": describe_worker(worker_info()),
         "target": target,
@@ -195,13 +192,23 @@ def main() -> None:
         "(repeatable; default: weight MatMuls, per-tensor)",
     )
     parser.add_argument("--target", type=float, default=2.75, help="speedup to work back from")
-    parser.add_argument("--passes", type=int, default=3, help="profiled passes over the batches")
+    parser.add_argument(
+        "--passes", type=int, default=3, help="profiled passes over the batches, and timed rounds"
+    )
+    parser.add_argument(
+        "--seconds", type=float, default=4.0, help="wall timing per model and round"
+    )
     args = parser.parse_args()
     quiet_libraries()
     from search.tasks.default import default_task
 
     result = run_benchmark(
-        default_task(), args.only, args.target, args.passes, lambda m: print(m, file=sys.stderr)
+        default_task(),
+        args.only,
+        args.target,
+        args.passes,
+        args.seconds,
+        lambda m: print(m, file=sys.stderr),
     )
     print_result(result)
     print(json.dumps(result))

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import tempfile
 from pathlib import Path
@@ -27,12 +26,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # node_scopes, also when imported
 
-from node_scopes import candidates, round_robin  # noqa: E402
+from node_scopes import candidates, pooled_rounds, round_robin  # noqa: E402
 
 from search.config import make_session_options  # noqa: E402
 from search.measure import make_session  # noqa: E402
 from search.quantize import quantize, quiet_libraries  # noqa: E402
-from search.stats import block_estimate  # noqa: E402
 from search.worker import describe_worker, worker_info  # noqa: E402
 
 REFERENCE = "weight MatMuls, per-tensor"  # node_scopes' row: dynamic int8, the best on VNNI
@@ -86,18 +84,8 @@ def run_benchmark(task, rounds: int, seconds: float, variants=VARIANTS, progress
         ratios = round_robin(fp32, sessions, task.timing_batches, rounds, seconds, progress)
     rows = []
     for name, values in ratios.items():
-        est = block_estimate([math.log(x) for x in values])
         drop = 100 * (fp32_accuracy - accuracy[name])
-        rows.append(
-            {
-                "config": name,
-                "drop_points": drop,
-                "speedup": est.ratio,
-                "low": est.low,
-                "high": est.high,
-                "rounds": values,
-            }
-        )
+        rows.append({"config": name, "drop_points": drop, **pooled_rounds(values)})
     return {
         "cpu": describe_worker(worker_info()),
         "fp32_accuracy": fp32_accuracy,

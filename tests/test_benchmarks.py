@@ -431,7 +431,9 @@ def test_direct_pairs_statistics_on_known_pairs():
 def test_op_profile_splits_each_config_into_int8_and_fp32_parts(tiny_task):
     bench = load("op_profile")
     only = ["weight MatMuls, per-tensor", "all MatMuls, per-tensor"]
-    result = bench.run_benchmark(tiny_task, only, target=2.0, passes=1, progress=lambda _: None)
+    result = bench.run_benchmark(
+        tiny_task, only, target=2.0, passes=1, seconds=0.2, progress=lambda _: None
+    )
     assert "MatMul" in result["fp32_ops"] and not any(map(bench.is_int8, result["fp32_ops"]))
     rows = {row["config"]: row for row in result["rows"]}
     assert sorted(rows) == sorted(only)
